@@ -1,0 +1,42 @@
+"""One MoCo training step as a single compiled cell."""
+import mindspore as ms
+from mindspore import nn
+
+
+def create_optimizer(model, lr, weight_decay, momentum=0.9):
+    """SGD with momentum over ``encoder_q``, decaying every weight.
+
+    MindSpore skips weight decay on BN ``gamma``/``beta`` unless the
+    parameters come as a group with its own ``weight_decay``; the reference
+    (``torch.optim.SGD(weight_decay=wd)``) decays all of them.
+    """
+    params = model.encoder_q.trainable_params()
+    return nn.Momentum([{"params": params, "weight_decay": weight_decay}], learning_rate=lr,
+                       momentum=momentum)
+
+
+def set_learning_rate(optimizer, lr):
+    """Sets the learning rate of the next steps without rebuilding the optimizer."""
+    optimizer.learning_rate.set_data(ms.Tensor(lr, ms.float32))
+
+
+class MoCoTrainStep(nn.Cell):
+    """Momentum update, loss and gradients, SGD update and enqueue, in the reference's order.
+
+    Args:
+        model: A :class:`~src.models.MoCo`.
+        optimizer: Optimizer over ``model.encoder_q``'s learnable weights.
+    """
+
+    def __init__(self, model, optimizer):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.optimizer = optimizer
+        self.grad_fn = ms.value_and_grad(model, None, optimizer.parameters, has_aux=True)
+
+    def construct(self, im_1, im_2, idx_shuffle):
+        self.model.momentum_update_key_encoder()
+        (loss, keys), grads = self.grad_fn(im_1, im_2, idx_shuffle)
+        self.optimizer(grads)
+        self.model.dequeue_and_enqueue(keys)
+        return loss

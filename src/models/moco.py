@@ -1,0 +1,119 @@
+"""MoCo: Momentum Contrast for unsupervised visual representation learning (He et al., 2020)."""
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+from .resnet import create_backbone
+
+
+def l2_normalize(x, axis=1, eps=1e-12):
+    """``x / max(||x||, eps)`` along ``axis``, as ``torch.nn.functional.normalize``."""
+    norm = ops.sqrt((x * x).sum(axis=axis, keepdims=True))
+    return x / ops.maximum(norm, eps)
+
+
+class MoCo(nn.Cell):
+    """Query encoder, momentum key encoder and a queue of negative keys.
+
+    ``construct`` returns the InfoNCE loss and the keys to enqueue; the
+    momentum update and the enqueue are separate steps so the training step
+    can run them around the gradient computation, in the reference's order:
+    momentum update, loss, enqueue, SGD step.
+
+    Args:
+        dim: Feature dimension (``moco-dim``).
+        K: Queue size (``moco-k``).
+        m: Momentum of the key encoder (``moco-m``).
+        T: Softmax temperature (``moco-t``).
+        arch: Backbone name.
+        bn_splits: Groups of SplitBatchNorm, the single-device shuffle BN.
+        symmetric: Use both views as queries and sum the two losses.
+        seed: Seed of the random initial queue.
+    """
+
+    def __init__(self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8,
+                 symmetric=False, seed=0):
+        super().__init__()
+        self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
+        self.encoder_q = create_backbone(arch, dim, bn_splits)
+        self.encoder_k = create_backbone(arch, dim, bn_splits)
+        # Only learnable weights follow encoder_q; BN running statistics don't (as in the reference).
+        self.params_q = ms.ParameterTuple(self.encoder_q.trainable_params())
+        k_params = dict(self.encoder_k.parameters_and_names())
+        self.params_k = ms.ParameterTuple(
+            [k_params[name] for name, p in self.encoder_q.parameters_and_names() if p.requires_grad])
+        for param_q, param_k in zip(self.params_q, self.params_k):
+            param_k.set_data(param_q.data.copy())
+        for param_k in self.encoder_k.get_parameters():
+            param_k.requires_grad = False  # never touched by the optimizer
+
+        queue = np.random.default_rng(seed).standard_normal((K, dim)).astype(np.float32)
+        queue /= np.linalg.norm(queue, axis=1, keepdims=True)
+        self.queue = ms.Parameter(ms.Tensor(queue), name="queue", requires_grad=False)  # K x C
+        self.queue_ptr = ms.Parameter(ms.Tensor([0], ms.int32), name="queue_ptr", requires_grad=False)
+
+    def momentum_update_key_encoder(self):
+        """``k <- m * k + (1 - m) * q`` for every learnable weight."""
+        for param_q, param_k in zip(self.params_q, self.params_k):
+            ops.assign(param_k, param_k * self.m + param_q * (1.0 - self.m))
+        return True
+
+    def dequeue_and_enqueue(self, keys):
+        """Replaces the oldest ``N`` keys of the queue with ``keys`` (N x C)."""
+        batch_size = keys.shape[0]
+        ptr = self.queue_ptr[0]
+        indices = ptr + ops.arange(batch_size, dtype=ms.int32)  # K % N == 0: never wraps mid-batch
+        ops.scatter_update(self.queue, indices, keys)
+        ops.assign(self.queue_ptr, ((ptr + batch_size) % self.K).reshape(1))
+        return True
+
+    def _batch_shuffle(self, x, idx_shuffle):
+        return ops.gather(x, idx_shuffle, 0)
+
+    def _batch_unshuffle(self, x, idx_shuffle):
+        idx_unshuffle = ops.argsort(idx_shuffle.astype(ms.float32))
+        return ops.gather(x, idx_unshuffle, 0)
+
+    def contrastive_loss(self, im_q, im_k, idx_shuffle):
+        """InfoNCE loss of queries ``im_q`` against keys ``im_k`` and the queue.
+
+        Args:
+            im_q, im_k: Two views of the same images, N x 3 x H x W.
+            idx_shuffle: Permutation of ``range(N)`` for shuffle BN.
+
+        Returns:
+            ``(loss, k)``; the keys ``k`` are L2-normalised, N x C.
+        """
+        q = l2_normalize(self.encoder_q(im_q))  # N x C
+        k = self.encoder_k(self._batch_shuffle(im_k, idx_shuffle))
+        k = ops.stop_gradient(self._batch_unshuffle(l2_normalize(k), idx_shuffle))  # N x C
+
+        l_pos = (q * k).sum(axis=1, keepdims=True)  # N x 1
+        l_neg = ops.matmul(q, ops.stop_gradient(self.queue).T)  # N x K
+        logits = ops.concat((l_pos, l_neg), axis=1) / self.T  # N x (1 + K)
+        labels = ops.zeros(logits.shape[0], ms.int32)  # the positive key is class 0
+        return ops.cross_entropy(logits, labels), k
+
+    def construct(self, im_1, im_2, idx_shuffle):
+        """Loss of a batch of view pairs.
+
+        Args:
+            im_1, im_2: Two augmented views, N x 3 x H x W.
+            idx_shuffle: 2 x N, one shuffle-BN permutation per key batch
+                (the second is used only with the symmetric loss).
+
+        Returns:
+            ``(loss, keys)``: keys to enqueue, N x C (2N x C if symmetric).
+        """
+        if self.symmetric:
+            loss_12, k2 = self.contrastive_loss(im_1, im_2, idx_shuffle[0])
+            loss_21, k1 = self.contrastive_loss(im_2, im_1, idx_shuffle[1])
+            return loss_12 + loss_21, ops.concat((k1, k2), axis=0)
+        loss, k = self.contrastive_loss(im_1, im_2, idx_shuffle[0])
+        return loss, k
+
+
+def create_moco(args):
+    """Builds :class:`MoCo` from a resolved config namespace."""
+    return MoCo(dim=args.moco_dim, K=args.moco_k, m=args.moco_m, T=args.moco_t, arch=args.arch,
+                bn_splits=args.bn_splits, symmetric=args.symmetric, seed=args.seed)
