@@ -108,7 +108,8 @@ def create_parser() -> argparse.ArgumentParser:
                        help="epochs between kNN monitors; 0 disables")
 
     group = parser.add_argument_group("run")
-    group.add_argument("--resume", type=str, default="", help="checkpoint to resume from")
+    group.add_argument("--resume", type=str, default="",
+                       help="checkpoint to resume from; \"auto\": the results folder's last one, if any")
     group.add_argument("--results-dir", type=str, default="",
                        help="output folder; empty means ./cache-<timestamp>-moco")
     group.add_argument("--device_target", type=str, default="CPU", choices=["CPU", "GPU", "Ascend"],
@@ -328,8 +329,8 @@ def parse_args(argv: Optional[Sequence[str]] = None,
         supported_archs: Passed on to ``validate_config``.
 
     Returns:
-        The resolved namespace. An empty ``results_dir`` is replaced by
-        ``default_results_dir()``.
+        The resolved namespace. An empty ``results_dir`` becomes the folder
+        of the ``--resume`` checkpoint, or else ``default_results_dir()``.
 
     Raises:
         ConfigError: For a bad config file or an invalid combination.
@@ -345,7 +346,8 @@ def parse_args(argv: Optional[Sequence[str]] = None,
         parser.set_defaults(**_yaml_to_defaults(parser, content, known.config))
     args = parser.parse_args(argv)
     if not args.results_dir:
-        args.results_dir = default_results_dir()
+        resuming = args.resume and args.resume != "auto"
+        args.results_dir = os.path.dirname(args.resume) if resuming else default_results_dir()
     validate_config(args, supported_archs)
     return args
 

@@ -3,26 +3,27 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import initializer
 
+# Names of the scratch copies of the running statistics: transient, left out of checkpoints.
+SCRATCH_PREFIX = "split_bn_scratch_"
+
 
 class SplitBatchNorm(nn.Cell):
     """BatchNorm2d that normalises each of ``num_splits`` sub-batches on its own.
 
     MoCo shuffles keys across GPUs so that BN statistics cannot leak which
     key belongs to which query. On one device the same effect comes from
-    splitting the batch into groups with their own statistics. Sample ``i``
-    belongs to group ``i % num_splits``, exactly as in the PyTorch demo,
-    which reshapes ``(N, C, H, W)`` to ``(N / S, C * S, H, W)``.
-
-    In training, running statistics are updated as if each group had been
-    seen by its own BatchNorm and the results averaged back (so the
-    variance is the unbiased per-group estimate, as in PyTorch). In eval,
-    this is a plain BatchNorm using the running statistics.
+    splitting the batch into groups with their own statistics. As in the
+    PyTorch demo, ``(N, C, H, W)`` is viewed as ``(N / S, C * S, H, W)``, so
+    sample ``i`` falls in group ``i % S``, and one BatchNorm over ``C * S``
+    channels runs with the running statistics repeated ``S`` times; the
+    updated copies are averaged back. In eval this is a plain BatchNorm.
 
     Args:
         num_features: Number of channels ``C``.
         num_splits: Number of groups ``S``; ``1`` is plain BatchNorm.
-        momentum: Weight of the new batch statistics in the running
-            average, in PyTorch's convention (0.1 keeps 90% of the old value).
+        momentum: Weight of the batch statistics in the running average, in
+            PyTorch's convention (0.1 keeps 90% of the old value; unbiased
+            variance), which is also ``ops.BatchNorm``'s.
         eps: Added to the variance for numerical stability.
     """
 
@@ -30,44 +31,40 @@ class SplitBatchNorm(nn.Cell):
         super().__init__()
         if num_splits < 1:
             raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_features = num_features
-        self.num_splits = num_splits
-        self.momentum = momentum
-        self.eps = eps
-        # gamma/beta/moving_* are MindSpore's names for these BN tensors.
+        self.num_features, self.num_splits = num_features, num_splits
+        self.momentum, self.eps = momentum, eps
         self.gamma = ms.Parameter(initializer("ones", num_features), name="gamma")
         self.beta = ms.Parameter(initializer("zeros", num_features), name="beta")
         self.moving_mean = ms.Parameter(
-            initializer("zeros", num_features), name="mean", requires_grad=False)
+            initializer("zeros", num_features), name="moving_mean", requires_grad=False)
         self.moving_variance = ms.Parameter(
-            initializer("ones", num_features), name="variance", requires_grad=False)
+            initializer("ones", num_features), name="moving_variance", requires_grad=False)
+        self.bn_train = ops.BatchNorm(is_training=True, epsilon=eps, momentum=momentum)
+        self.bn_infer = ops.BatchNorm(is_training=False, epsilon=eps)
+        if num_splits > 1:
+            # The S repeated copies that the fused kernel updates in place.
+            size = num_features * num_splits
+            self.split_mean = ms.Parameter(initializer("zeros", size), name=SCRATCH_PREFIX + "mean",
+                                           requires_grad=False)
+            self.split_variance = ms.Parameter(initializer("ones", size),
+                                               name=SCRATCH_PREFIX + "variance", requires_grad=False)
 
     def construct(self, x):
-        shape = (1, self.num_features, 1, 1)
         if not self.training:
-            mean = self.moving_mean.reshape(shape)
-            var = self.moving_variance.reshape(shape)
-            scale = self.gamma.reshape(shape) * ops.rsqrt(var + self.eps)
-            return (x - mean) * scale + self.beta.reshape(shape)
-
+            return self.bn_infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
+        if self.num_splits == 1:
+            return self.bn_train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
         n, c, h, w = x.shape
         s = self.num_splits
-        groups = x.reshape(n // s, s, c, h, w)  # sample i -> group i % s
-        mean = groups.mean(axis=(0, 3, 4), keep_dims=True)  # 1 x S x C x 1 x 1
-        centered = groups - mean
-        var = (centered * centered).mean(axis=(0, 3, 4), keep_dims=True)
-        y = centered * ops.rsqrt(var + self.eps)
-        y = y.reshape(n, c, h, w) * self.gamma.reshape(shape) + self.beta.reshape(shape)
-        self._update_running_stats(ops.stop_gradient(mean), ops.stop_gradient(var), (n // s) * h * w)
-        return y
-
-    def _update_running_stats(self, mean, var, count):
-        batch_mean = mean.reshape(self.num_splits, self.num_features).mean(axis=0)
-        unbiased = var.reshape(self.num_splits, self.num_features) * (count / (count - 1))
-        batch_var = unbiased.mean(axis=0)
-        m = self.momentum
-        ops.assign(self.moving_mean, (1 - m) * self.moving_mean + m * batch_mean)
-        ops.assign(self.moving_variance, (1 - m) * self.moving_variance + m * batch_var)
+        ops.assign(self.split_mean, ops.tile(self.moving_mean, (s,)))
+        ops.assign(self.split_variance, ops.tile(self.moving_variance, (s,)))
+        y = self.bn_train(x.reshape(n // s, c * s, h, w), ops.tile(self.gamma, (s,)),
+                          ops.tile(self.beta, (s,)), self.split_mean, self.split_variance)[0]
+        ops.assign(self.moving_mean, self.split_mean.reshape(s, c).mean(axis=0))
+        ops.assign(self.moving_variance, self.split_variance.reshape(s, c).mean(axis=0))
+        return y.reshape(n, c, h, w)
 
     def extend_repr(self):
-        return f"num_features={self.num_features}, num_splits={self.num_splits}, momentum={self.momentum}, eps={self.eps}"
+        return (f"num_features={self.num_features}, num_splits={self.num_splits}, "
+                f"momentum={self.momentum}, eps={self.eps}")
+

@@ -1,0 +1,100 @@
+"""Atomic checkpoints that hold everything needed to resume a run exactly."""
+import os
+
+import mindspore as ms
+
+from ..models.split_bn import SCRATCH_PREFIX
+
+# Recorded in every checkpoint; a resume with other values would not fit the model.
+MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or from another model."""
+
+
+def _state(cell):
+    return {p.name: p for p in cell.get_parameters() if SCRATCH_PREFIX not in p.name}
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(cell, path, epoch, args):
+    """Writes all parameters of ``cell`` (model, queue, optimizer state) and the epoch.
+
+    The file is written next to ``path`` first, flushed to disk and then
+    renamed over ``path``, so an interrupted write never leaves a truncated
+    checkpoint behind: ``path`` holds either the old or the new state.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    meta = {key: getattr(args, key) for key in MODEL_KEYS}
+    params = [{"name": name, "data": p} for name, p in _state(cell).items()]
+    try:
+        ms.save_checkpoint(params, tmp_path, append_dict={"epoch": int(epoch), **meta})
+        _fsync_path(tmp_path)
+        os.replace(tmp_path, path)
+        _fsync_path(directory)
+    except (OSError, RuntimeError, ValueError) as err:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise CheckpointError(f"could not write checkpoint {path}: {err}; "
+                              "the previous checkpoint, if any, is unchanged") from err
+
+
+def read_checkpoint(path):
+    """Loads a checkpoint file into a ``{name: Parameter}`` dict."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return ms.load_checkpoint(path)
+    except (RuntimeError, ValueError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a MindSpore "
+                              f"checkpoint): {err}") from err
+
+
+def _scalar(value):
+    return value.asnumpy().item() if hasattr(value, "asnumpy") else value
+
+
+def load_checkpoint(cell, path, args, prefix=""):
+    """Loads a checkpoint into ``cell`` after checking that it fits.
+
+    Args:
+        cell: The cell to restore (e.g. the training step, or an encoder).
+        path: Checkpoint file written by :func:`save_checkpoint`.
+        args: Config; its model keys must match those in the checkpoint.
+        prefix: Load only checkpoint entries starting with this prefix,
+            stripped (e.g. ``"encoder_q."`` to restore a bare backbone).
+
+    Returns:
+        The epoch stored in the checkpoint.
+    """
+    saved = read_checkpoint(path)
+    for key in MODEL_KEYS:
+        if key in saved and _scalar(saved[key]) != getattr(args, key):
+            raise CheckpointError(
+                f"checkpoint {path} is from another model: it has {key}={_scalar(saved[key])!r}, "
+                f"the config has {key}={getattr(args, key)!r}")
+    expected = _state(cell)
+    found = {name[len(prefix):]: p for name, p in saved.items() if name.startswith(prefix)}
+    missing = sorted(set(expected) - set(found))
+    mismatched = sorted(name for name in set(expected) & set(found)
+                        if tuple(expected[name].shape) != tuple(found[name].shape))
+    if missing or mismatched:
+        details = []
+        if missing:
+            details.append(f"missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        if mismatched:
+            details.append("shape mismatch: " + ", ".join(
+                f"{n} {tuple(found[n].shape)} vs {tuple(expected[n].shape)}" for n in mismatched[:5]))
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(details)})")
+    for name, param in expected.items():
+        param.set_data(found[name].data.astype(param.dtype))
+    return int(_scalar(saved["epoch"])) if "epoch" in saved else 0

@@ -1,0 +1,61 @@
+"""The one place that reports progress: a tqdm bar on a terminal, log lines elsewhere."""
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+logger = logging.getLogger("moco")
+
+
+def setup_logging(log_file=None):
+    """Sends ``moco`` log records to stderr and, if given, to ``log_file``."""
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+class Progress:
+    """Per-epoch progress with loss, lr, img/s and ETA.
+
+    Args:
+        total: Steps in the epoch.
+        desc: Label, e.g. ``"Train [3/200]"``.
+        batch_size: Images per step, for img/s.
+        interactive: Draw a bar (default: when stderr is a terminal);
+            otherwise log a line every ``log_every`` steps and at the end.
+    """
+
+    def __init__(self, total, desc, batch_size, interactive=None, log_every=20):
+        self.total, self.desc, self.batch_size, self.log_every = total, desc, batch_size, log_every
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True) if self.interactive else None
+        self.start = time.perf_counter()
+        self.step = 0
+
+    def update(self, **metrics):
+        """Advances one step; ``metrics`` (e.g. loss, lr) are shown beside the rate."""
+        self.step += 1
+        elapsed = time.perf_counter() - self.start
+        rate = self.step * self.batch_size / max(elapsed, 1e-9)
+        eta = (self.total - self.step) * elapsed / self.step
+        shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{shown} {rate:.1f} img/s")
+            self.bar.update(1)
+        elif self.step % self.log_every == 0 or self.step == self.total:
+            logger.info("%s step %d/%d %s %.1f img/s eta %.0fs", self.desc, self.step, self.total,
+                        shown, rate, eta)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        return time.perf_counter() - self.start
