@@ -22,7 +22,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # lets plain `pytest` (not `python -m pytest`) import src
     sys.path.insert(0, str(REPO_ROOT))
 
+import mindspore as ms  # noqa: E402
+
 from src.data.cifar import get_dataset_spec  # noqa: E402
+
+# Once, before any kernel runs: MindSpore refuses set_device after its runtime started.
+ms.set_device("CPU")
+# Tests run eagerly (no graph compilation) unless they ask for both modes through ``mode``.
+ms.set_context(mode=ms.PYNATIVE_MODE)
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, wherever it lives
 
@@ -184,3 +191,11 @@ def tiny_cifar10(tmp_path) -> Path:
 def tiny_cifar100(tmp_path) -> Path:
     """Data root of a 64-train / 32-test fake CIFAR-100 (labels from 10 classes)."""
     return write_fake_cifar(tmp_path, "cifar100", num_classes=10)
+
+
+@pytest.fixture(params=["GRAPH", "PYNATIVE"])
+def mode(request):
+    """Runs a test once in each MindSpore execution mode (CPU)."""
+    ms.set_context(mode=getattr(ms, f"{request.param}_MODE"))
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -1,0 +1,88 @@
+"""Atomic checkpoints; restoring checks the model fits."""
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import mindspore as ms
+import pytest
+
+from src.engine import checkpoint as ckpt
+from src.engine.train_step import MoCoTrainStep, create_optimizer
+from src.models import MoCo
+
+
+def config(**overrides):
+    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False)
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def build(seed=0, **overrides):
+    args = config(**overrides)
+    ms.set_seed(seed)
+    model = MoCo(dim=args.moco_dim, K=args.moco_k, bn_splits=args.bn_splits, seed=seed)
+    return MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), args
+
+
+def test_round_trip_restores_everything(tmp_path):
+    step, args = build(seed=0)
+    step.model.queue_ptr.set_data(ms.Tensor([16], ms.int32))
+    path = str(tmp_path / "model_last.ckpt")
+    ckpt.save_checkpoint(step, path, epoch=7, args=args)
+    assert os.listdir(tmp_path) == ["model_last.ckpt"]  # no temporary file left
+
+    other, _ = build(seed=1)
+    assert ckpt.load_checkpoint(other, path, args) == 7
+    saved = {p.name: p.asnumpy() for p in step.get_parameters()}
+    restored = {p.name: p.asnumpy() for p in other.get_parameters()}
+    assert "queue" in restored and "queue_ptr" in restored
+    assert any(name.startswith("moments.") for name in restored)  # optimizer state
+    for name, value in saved.items():
+        if ckpt.SCRATCH_PREFIX not in name:
+            np.testing.assert_array_equal(restored[name], value, err_msg=name)
+
+
+def test_checkpoint_from_another_model_is_refused(tmp_path):
+    step, args = build()
+    path = str(tmp_path / "a.ckpt")
+    ckpt.save_checkpoint(step, path, 1, args)
+    with pytest.raises(ckpt.CheckpointError, match="moco_k=32.*moco_k=64"):
+        ckpt.load_checkpoint(build(moco_k=64)[0], path, config(moco_k=64))
+    with pytest.raises(ckpt.CheckpointError, match="bn_splits"):
+        ckpt.load_checkpoint(build(bn_splits=2)[0], path, config(bn_splits=2))
+
+
+def test_shape_mismatch_names_the_tensors(tmp_path):
+    step, args = build()
+    path = str(tmp_path / "a.ckpt")
+    ckpt.save_checkpoint(step, path, 1, args)
+    other, other_args = build(moco_dim=8)
+    os_args = config()  # pretend the metadata matches, so the shapes are what differ
+    with pytest.raises(ckpt.CheckpointError, match="shape mismatch: .*net.9"):
+        ckpt.load_checkpoint(other, path, os_args)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    step, args = build()
+    with pytest.raises(ckpt.CheckpointError, match="not found"):
+        ckpt.load_checkpoint(step, str(tmp_path / "nope.ckpt"), args)
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(ckpt.CheckpointError, match="cannot read"):
+        ckpt.load_checkpoint(step, str(bad), args)
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    step, args = build()
+    path = str(tmp_path / "model_last.ckpt")
+    ckpt.save_checkpoint(step, path, 1, args)
+    before = open(path, "rb").read()
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "replace", no_space)
+    with pytest.raises(ckpt.CheckpointError, match="No space left.*unchanged"):
+        ckpt.save_checkpoint(step, path, 2, args)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["model_last.ckpt"]

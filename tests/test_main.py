@@ -1,0 +1,125 @@
+"""main.py end to end on a tiny dataset written in the real format, and its input checks."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import mindspore as ms
+import pytest
+import yaml
+
+from conftest import REPO_ROOT, write_fake_cifar
+
+import main as main_module
+
+TINY = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
+        "--knn-k", "5", "--schedule", "--lr", "0.03", "--seed", "3"]
+
+
+def run_main(args, timeout=600):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_log(results):
+    with open(os.path.join(results, "log.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def checkpoint_arrays(path):
+    return {name: p.asnumpy() for name, p in ms.load_checkpoint(path).items()}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(write_fake_cifar(tmp_path_factory.mktemp("data"), n_train=48, n_test=20))
+
+
+@pytest.fixture(scope="module")
+def full_run(data_root, tmp_path_factory):
+    """Two epochs in graph mode, uninterrupted."""
+    results = str(tmp_path_factory.mktemp("full") / "run")
+    proc = run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results, *TINY])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, proc
+
+
+def test_end_to_end_results_folder(full_run):
+    results, proc = full_run
+    assert sorted(os.listdir(results)) == ["config.yaml", "log.csv", "model_last.ckpt", "train.log"]
+    rows = read_log(results)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    for row in rows[1:]:
+        assert np.isfinite(float(row["loss"])) and float(row["loss"]) > 0
+        assert 0 <= float(row["knn_top1"]) <= 100
+        assert float(row["lr"]) == pytest.approx(0.03)
+    with open(os.path.join(results, "config.yaml")) as f:
+        saved = yaml.safe_load(f)
+    assert saved["moco_k"] == 32 and saved["epochs"] == 2 and saved["bn_splits"] == 4
+    assert "kNN top-1" in proc.stderr and "img/s" in proc.stderr
+    state = checkpoint_arrays(os.path.join(results, "model_last.ckpt"))
+    assert int(state["epoch"]) == 2
+    assert int(state["queue_ptr"][0]) == (2 * (48 // 16) * 16) % 32
+
+
+def test_resume_matches_uninterrupted_run(full_run, data_root, tmp_path):
+    results = str(tmp_path / "run")
+    first = run_main(["--data-dir", data_root, "--epochs", "1", "--results-dir", results,
+                      "--knn-interval", "1", *TINY])
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results,
+                        "--resume", "auto", *TINY])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "continuing at epoch 2" in resumed.stderr
+
+    expected = checkpoint_arrays(os.path.join(full_run[0], "model_last.ckpt"))
+    got = checkpoint_arrays(os.path.join(results, "model_last.ckpt"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    drop_time = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert drop_time(read_log(results)) == drop_time(read_log(full_run[0]))
+
+
+def exit_code(argv):
+    try:
+        return main_module.main(argv)
+    except SystemExit as exit_:  # argparse's own errors (e.g. an unknown choice)
+        return exit_.code
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--moco-k", "40"], "moco-k 40 is not a multiple of batch_size 16"),
+    (["--symmetric", "--moco-k", "48"], "moco-k 48 is not a multiple of 2 * batch_size = 32"),
+    (["--bn-splits", "3"], "batch_size 16 is not a multiple of bn-splits 3"),
+    (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["--train-subset", "8"], "train-subset 8 is smaller than batch_size 16"),
+    (["--resume", "/nonexistent/model_last.ckpt"], "checkpoint not found"),
+])
+def test_bad_input_fails_before_training(data_root, tmp_path, capsys, extra, message):
+    argv = ["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), *TINY, *extra]
+    assert exit_code(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
+    argv = ["--data-dir", str(tmp_path / "empty"), "--results-dir", str(tmp_path / "r"), *TINY]
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert "--download" in err and "cifar-10-python.tar.gz" in err
+
+
+def test_unknown_config_key_is_refused(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("moco-k: 4096\nmoco-kk: 1\n")
+    assert exit_code(["--config", str(config), "--results-dir", str(tmp_path / "r")]) == 2
+    assert "moco-kk" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_model_is_refused(full_run, data_root, tmp_path, capsys):
+    checkpoint = os.path.join(full_run[0], "model_last.ckpt")
+    argv = ["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), "--resume", checkpoint,
+            "--epochs", "3", *TINY, "--moco-dim", "8"]
+    assert exit_code(argv) == 2
+    assert "another model" in capsys.readouterr().err
