@@ -5,7 +5,7 @@ import mindspore as ms
 from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_rate
 from src.models import MoCo
 
-LR, WD, M = 0.5, 0.01, 0.9
+LR, WD, M = 0.1, 0.01, 0.9
 
 
 def build():
@@ -14,9 +14,10 @@ def build():
     return model, create_optimizer(model, LR, WD)
 
 
-def batch(seed, n=8):
+def batch(seed, n=16):
+    # 16x16 images leave layer4 2x2, so every BN split still sees 16 values per channel.
     rng = np.random.default_rng(seed)
-    views = [ms.Tensor(rng.standard_normal((n, 3, 8, 8)).astype(np.float32)) for _ in range(2)]
+    views = [ms.Tensor(rng.standard_normal((n, 3, 16, 16)).astype(np.float32)) for _ in range(2)]
     idx = ms.Tensor(np.stack([rng.permutation(n), rng.permutation(n)]).astype(np.int32))
     return (*views, idx)
 
@@ -39,7 +40,8 @@ def test_one_step_matches_the_reference_order(mode):
     step.set_train()
     inputs = batch(1)
 
-    # The gradient the step should apply, from an identical model (same seed, same state).
+    # The gradient the step should apply, from an identical model (same seed, same state), eagerly.
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     twin, _ = build()
     twin.set_train()
     twin.momentum_update_key_encoder()
@@ -49,17 +51,19 @@ def test_one_step_matches_the_reference_order(mode):
     assert sum(float(np.abs(g).sum()) for g in grads) > 0, "the loss must reach encoder_q"
 
     q0, k0 = snapshot(model.params_q), snapshot(model.params_k)
+    ms.set_context(mode=getattr(ms, f"{mode}_MODE"))
     loss = step(*inputs)
 
-    np.testing.assert_allclose(float(loss.asnumpy()), float(twin_loss.asnumpy()), rtol=1e-6)
+    # Two separately compiled graphs may fuse float32 ops differently: ~1e-5 relative.
+    np.testing.assert_allclose(float(loss.asnumpy()), float(twin_loss.asnumpy()), rtol=1e-4)
     for (name, q), k_param in zip(q0.items(), model.params_k):
         np.testing.assert_allclose(k_param.asnumpy(), M * k0[k_param.name] + (1 - M) * q, rtol=1e-5, atol=1e-7)
     for (name, q), grad, param in zip(q0.items(), grads, model.params_q):
         # First momentum step: the velocity is the (decayed) gradient itself; gamma/beta decay too.
         np.testing.assert_allclose(param.asnumpy(), q - LR * (grad + WD * q), rtol=1e-4, atol=1e-6,
                                    err_msg=name)
-    np.testing.assert_allclose(model.queue.asnumpy()[:8], twin_keys.asnumpy(), atol=1e-6)
-    assert model.queue_ptr.asnumpy()[0] == 8
+    np.testing.assert_allclose(model.queue.asnumpy()[:16], twin_keys.asnumpy(), atol=1e-5)
+    assert model.queue_ptr.asnumpy()[0] == 16
 
 
 def test_learning_rate_can_change_between_steps(mode):
@@ -72,4 +76,4 @@ def test_learning_rate_can_change_between_steps(mode):
     # lr 0: encoder_q is unchanged even though the step ran (and the queue moved).
     for param in model.params_q:
         np.testing.assert_array_equal(param.asnumpy(), before[param.name])
-    assert model.queue_ptr.asnumpy()[0] == 8
+    assert model.queue_ptr.asnumpy()[0] == 16
