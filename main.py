@@ -17,6 +17,7 @@ from src.engine.schedule import learning_rate
 from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_rate
 from src.engine.trainer import NonFiniteLossError, train_one_epoch
 from src.models import create_moco
+from src.utils import faults
 from src.utils.progress import setup_logging
 
 LOG_FIELDS = ("epoch", "lr", "loss", "knn_top1", "seconds")
@@ -26,9 +27,9 @@ EVAL_BATCH_SIZE = 256
 
 def prepare_results_dir(args):
     """Creates the results folder, fails early if it is not writable, saves the config."""
-    os.makedirs(args.results_dir, exist_ok=True)
     probe = os.path.join(args.results_dir, ".write_test")
     try:
+        os.makedirs(args.results_dir, exist_ok=True)
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
@@ -125,6 +126,7 @@ def train(args, logger):
         append_log(log_path, epoch=epoch, lr=f"{lr:.6g}", loss=f"{loss:.6f}", knn_top1=top1,
                    seconds=f"{seconds:.1f}")
         save_checkpoint(train_step, checkpoint_path, epoch, args)
+        faults.kill_if_requested(f"epoch-end:{epoch}")
     logger.info("done: results in %s", args.results_dir)
 
 
@@ -137,9 +139,12 @@ def main(argv=None):
         prepare_results_dir(args)
         setup_logging(os.path.join(args.results_dir, "train.log"))
         train(args, logger)
-    except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as err:
+    except NonFiniteLossError as err:
+        logger.error("error: %s; stopped, the last good checkpoint (if any) is kept", err)
+        return 3
+    except (ConfigError, DatasetError, CheckpointError) as err:
         logger.error("error: %s", err)
-        return 2 if not isinstance(err, NonFiniteLossError) else 3
+        return 2
     return 0
 
 

@@ -8,9 +8,12 @@ Other test modules import the helpers directly::
 from __future__ import annotations
 
 import colorsys
+import csv
 import io
+import os
 import pickle
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -199,3 +202,44 @@ def mode(request):
     ms.set_context(mode=getattr(ms, f"{request.param}_MODE"))
     yield request.param
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+# --------------------------------------------------------------------------- main.py runs
+
+TINY = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
+        "--knn-k", "5", "--schedule", "--lr", "0.03", "--seed", "3"]
+"""A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
+
+
+def run_main(args, timeout=600, env=None):
+    """Runs ``python main.py ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def read_log(results):
+    with open(os.path.join(results, "log.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def checkpoint_arrays(path):
+    """Every entry of a checkpoint as a NumPy array (or the stored string)."""
+    return {name: p.asnumpy() if hasattr(p, "asnumpy") else p
+            for name, p in ms.load_checkpoint(path).items()}
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """A tiny CIFAR-10 folder shared by the script tests."""
+    return str(write_fake_cifar(tmp_path_factory.mktemp("data"), n_train=48, n_test=20))
+
+
+@pytest.fixture(scope="session")
+def full_run(data_root, tmp_path_factory):
+    """Two epochs in graph mode, uninterrupted."""
+    results = str(tmp_path_factory.mktemp("full") / "run")
+    proc = run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results, *TINY])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, proc
+
+

@@ -1,49 +1,12 @@
 """main.py end to end on a tiny dataset written in the real format, and its input checks."""
-import csv
 import os
-import subprocess
-import sys
 
 import numpy as np
-import mindspore as ms
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, write_fake_cifar
-
 import main as main_module
-
-TINY = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
-        "--knn-k", "5", "--schedule", "--lr", "0.03", "--seed", "3"]
-
-
-def run_main(args, timeout=600):
-    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def read_log(results):
-    with open(os.path.join(results, "log.csv"), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def checkpoint_arrays(path):
-    return {name: p.asnumpy() if hasattr(p, "asnumpy") else p
-            for name, p in ms.load_checkpoint(path).items()}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(write_fake_cifar(tmp_path_factory.mktemp("data"), n_train=48, n_test=20))
-
-
-@pytest.fixture(scope="module")
-def full_run(data_root, tmp_path_factory):
-    """Two epochs in graph mode, uninterrupted."""
-    results = str(tmp_path_factory.mktemp("full") / "run")
-    proc = run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results, *TINY])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return results, proc
+from conftest import TINY, checkpoint_arrays, read_log
 
 
 def test_end_to_end_results_folder(full_run):
@@ -62,25 +25,6 @@ def test_end_to_end_results_folder(full_run):
     state = checkpoint_arrays(os.path.join(results, "model_last.ckpt"))
     assert int(state["epoch"]) == 2
     assert int(state["queue_ptr"][0]) == (2 * (48 // 16) * 16) % 32
-
-
-def test_resume_matches_uninterrupted_run(full_run, data_root, tmp_path):
-    results = str(tmp_path / "run")
-    first = run_main(["--data-dir", data_root, "--epochs", "1", "--results-dir", results,
-                      "--knn-interval", "1", *TINY])
-    assert first.returncode == 0, first.stderr[-3000:]
-    resumed = run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results,
-                        "--resume", "auto", *TINY])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "continuing at epoch 2" in resumed.stderr
-
-    expected = checkpoint_arrays(os.path.join(full_run[0], "model_last.ckpt"))
-    got = checkpoint_arrays(os.path.join(results, "model_last.ckpt"))
-    assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    drop_time = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
-    assert drop_time(read_log(results)) == drop_time(read_log(full_run[0]))
 
 
 def exit_code(argv):

@@ -1,9 +1,11 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
+import glob
 import os
 
 import mindspore as ms
 
 from ..models.split_bn import SCRATCH_PREFIX
+from ..utils import faults
 
 # Recorded in every checkpoint; a resume with other values would not fit the model.
 MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
@@ -33,12 +35,16 @@ def save_checkpoint(cell, path, epoch, args):
     checkpoint behind: ``path`` holds either the old or the new state.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    tmp_prefix = os.path.join(directory, f".{os.path.basename(path)}.")
+    for stale in glob.glob(glob.escape(tmp_prefix) + "*.tmp.ckpt"):  # left by a killed run
+        os.remove(stale)
+    tmp_path = f"{tmp_prefix}{os.getpid()}.tmp.ckpt"
     meta = {key: getattr(args, key) for key in MODEL_KEYS}
     params = [{"name": name, "data": p} for name, p in _state(cell).items()]
     try:
         ms.save_checkpoint(params, tmp_path, append_dict={"epoch": int(epoch), **meta})
         _fsync_path(tmp_path)
+        faults.kill_if_requested(f"checkpoint:{epoch}")
         os.replace(tmp_path, path)
         _fsync_path(directory)
     except (OSError, RuntimeError, ValueError) as err:

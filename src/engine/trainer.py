@@ -4,6 +4,7 @@ import math
 import numpy as np
 import mindspore as ms
 
+from ..utils import faults
 from ..utils.progress import Progress
 
 
@@ -46,6 +47,9 @@ def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, ma
     for step, (im_1, im_2) in enumerate(iterator):
         if step == steps:
             break
+        faults.kill_if_requested(f"step:{epoch}:{step + 1}")
+        if faults.requested(f"nan:step:{epoch}:{step + 1}"):
+            im_1 = im_1 * np.nan
         loss = float(train_step(ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step])).asnumpy())
         if not math.isfinite(loss):
             progress.close()
