@@ -52,7 +52,8 @@ def test_one_step_matches_the_reference_order(mode):
 
     q0, k0 = snapshot(model.params_q), snapshot(model.params_k)
     ms.set_context(mode=getattr(ms, f"{mode}_MODE"))
-    loss = step(*inputs)
+    loss, grads_finite = step(*inputs)
+    assert bool(grads_finite.asnumpy())
 
     # Two separately compiled graphs may fuse float32 ops differently: ~1e-5 relative.
     np.testing.assert_allclose(float(loss.asnumpy()), float(twin_loss.asnumpy()), rtol=1e-4)
@@ -77,3 +78,13 @@ def test_learning_rate_can_change_between_steps(mode):
     for param in model.params_q:
         np.testing.assert_array_equal(param.asnumpy(), before[param.name])
     assert model.queue_ptr.asnumpy()[0] == 16
+
+
+def test_non_finite_gradients_are_flagged():
+    """NaN images: ReLU hides them from the loss on CPU, but the gradient flag does not."""
+    model, optimizer = build()
+    step = MoCoTrainStep(model, optimizer)
+    step.set_train()
+    im_1, im_2, idx = batch(3)
+    _, grads_finite = step(im_1 * float("nan"), im_2, idx)
+    assert not bool(grads_finite.asnumpy())

@@ -23,6 +23,10 @@ def set_learning_rate(optimizer, lr):
 class MoCoTrainStep(nn.Cell):
     """Momentum update, loss and gradients, SGD update and enqueue, in the reference's order.
 
+    Returns the loss and whether every gradient is finite: a NaN input can
+    leave the loss finite (ReLU maps NaN to 0 on CPU) while the gradients and
+    BN statistics are NaN, so the loss alone does not reveal a broken step.
+
     Args:
         model: A :class:`~src.models.MoCo`.
         optimizer: Optimizer over ``model.encoder_q``'s learnable weights.
@@ -37,6 +41,7 @@ class MoCoTrainStep(nn.Cell):
     def construct(self, im_1, im_2, idx_shuffle):
         self.model.momentum_update_key_encoder()
         (loss, keys), grads = self.grad_fn(im_1, im_2, idx_shuffle)
+        grads_finite = ms.amp.all_finite(grads)
         self.optimizer(grads)
         self.model.dequeue_and_enqueue(keys)
-        return loss
+        return loss, grads_finite

@@ -9,7 +9,7 @@ from ..utils.progress import Progress
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or a gradient became NaN or infinite."""
 
 
 def shuffle_permutations(seed, epoch, steps, batch_size):
@@ -34,7 +34,7 @@ def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, ma
         ``(mean loss, seconds)``.
 
     Raises:
-        NonFiniteLossError: The loss is NaN or infinite; names epoch and step.
+        NonFiniteLossError: The loss or a gradient is NaN or infinite; names epoch and step.
     """
     steps = dataset.get_dataset_size()
     if max_steps:
@@ -50,10 +50,12 @@ def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, ma
         faults.kill_if_requested(f"step:{epoch}:{step + 1}")
         if faults.requested(f"nan:step:{epoch}:{step + 1}"):
             im_1 = im_1 * np.nan
-        loss = float(train_step(ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step])).asnumpy())
-        if not math.isfinite(loss):
+        loss, grads_finite = train_step(ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step]))
+        loss = float(loss.asnumpy())
+        if not (math.isfinite(loss) and bool(grads_finite.asnumpy())):
             progress.close()
-            raise NonFiniteLossError(f"loss is {loss} at epoch {epoch}, step {step + 1}/{steps}")
+            raise NonFiniteLossError(f"non-finite loss ({loss}) or gradients at epoch {epoch}, "
+                                     f"step {step + 1}/{steps}")
         total_loss += loss
         progress.update(loss=total_loss / (step + 1), lr=lr)
     return total_loss / steps, progress.close()
