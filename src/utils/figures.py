@@ -1,0 +1,169 @@
+"""Figures of evaluation results: a retrieval grid and training curves.
+
+Figures are built on ``matplotlib.figure.Figure`` directly, not through
+``pyplot``: no global state, no display needed, and ``savefig`` renders PNGs
+with Agg. Every figure has a fixed size in inches and is saved at
+:data:`DPI` without tight cropping, so its pixel size is known in advance
+(:func:`retrieval_grid_size`).
+
+Example::
+
+    figure = training_curves_figure([1, 2], [8.1, 7.9], [0, 1, 2], [20.0, 31.5, 35.2])
+    save_figure(figure, "results/training_curve.png")
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["DPI", "Tile", "RetrievalRow", "retrieval_grid_size", "retrieval_grid_figure",
+           "training_curves_figure", "save_figure"]
+
+DPI = 100
+# Layout of the retrieval grid, in inches: square image tiles with a two-line title above each.
+TILE_INCHES = 1.05
+TITLE_INCHES = 0.4         # class name and score, two lines at 8.5 pt
+COLUMN_PITCH = 1.2         # tile plus the space to the next tile
+ROW_PITCH = TILE_INCHES + TITLE_INCHES + 0.1
+GROUP_GAP = 0.45           # extra space between the query, nearest and farthest groups
+MARGIN = 0.15
+HEADER_INCHES = 0.75       # figure title and group headers
+MATCH_COLOUR, MISMATCH_COLOUR, NEUTRAL_COLOUR = "#1a7f37", "#cf222e", "black"
+
+
+@dataclass
+class Tile:
+    """One image of the grid.
+
+    Attributes:
+        image: uint8 (H, W, 3) RGB.
+        title: Shown above the image (e.g. class name and score).
+        same_class: Whether it shows the query's class (green or red
+            title); ``None`` for the query itself.
+    """
+
+    image: np.ndarray
+    title: str
+    same_class: Optional[bool] = None
+
+
+@dataclass
+class RetrievalRow:
+    """A query with its most and least similar bank images, in rank order."""
+
+    query: Tile
+    nearest: Sequence[Tile]
+    farthest: Sequence[Tile]
+
+
+def retrieval_grid_size(num_queries: int, topk: int) -> Tuple[float, float]:
+    """Width and height in inches of :func:`retrieval_grid_figure`'s figure."""
+    width = 2 * MARGIN + (1 + 2 * topk) * COLUMN_PITCH + 2 * GROUP_GAP
+    return width, HEADER_INCHES + num_queries * ROW_PITCH + MARGIN
+
+
+def retrieval_grid_figure(rows: Sequence[RetrievalRow], topk: int, title: str = "") -> Figure:
+    """Draws one row per query: the query, its ``topk`` nearest and ``topk`` farthest images.
+
+    Tiles are placed at fixed positions in inches, so titles never overlap
+    the row above whatever the number of rows.
+
+    Args:
+        rows: The queries and their ranked tiles (at most ``topk`` of each).
+        topk: Number of tile columns per group.
+        title: Figure title.
+
+    Returns:
+        The figure, of size :func:`retrieval_grid_size`.
+    """
+    width, height = retrieval_grid_size(len(rows), topk)
+    figure = Figure(figsize=(width, height))
+    # Left edge (inches) of every tile column of each group.
+    first_nearest = MARGIN + COLUMN_PITCH + GROUP_GAP
+    first_farthest = first_nearest + topk * COLUMN_PITCH + GROUP_GAP
+    group_columns = {
+        "query": [MARGIN],
+        "nearest": [first_nearest + i * COLUMN_PITCH for i in range(topk)],
+        "farthest": [first_farthest + i * COLUMN_PITCH for i in range(topk)],
+    }
+    for row_index, row in enumerate(rows):
+        bottom = height - HEADER_INCHES - row_index * ROW_PITCH - TITLE_INCHES - TILE_INCHES
+        for group, tiles in (("query", [row.query]), ("nearest", row.nearest),
+                             ("farthest", row.farthest)):
+            for left, tile in zip(group_columns[group], tiles):
+                axes = figure.add_axes((left / width, bottom / height, TILE_INCHES / width,
+                                        TILE_INCHES / height))
+                _draw_tile(axes, tile)
+
+    header_y = 1.0 - 0.7 * HEADER_INCHES / height
+    for group, text in (("query", "query (test)"), ("nearest", "most similar (train)"),
+                        ("farthest", "most dissimilar (train)")):
+        columns = group_columns[group]
+        centre = (columns[0] + columns[-1] + TILE_INCHES) / 2
+        figure.text(centre / width, header_y, text, ha="center", va="center", fontsize=11,
+                    fontweight="bold")
+    if title:
+        figure.text(0.5, 1.0 - 0.25 * HEADER_INCHES / height, title, ha="center", va="center",
+                    fontsize=10)
+    return figure
+
+
+def _draw_tile(axes, tile: Tile) -> None:
+    axes.imshow(tile.image, interpolation="nearest")
+    colour = {None: NEUTRAL_COLOUR, True: MATCH_COLOUR, False: MISMATCH_COLOUR}[tile.same_class]
+    axes.set_title(tile.title, fontsize=8.5, color=colour, pad=3, linespacing=1.1)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    if tile.same_class is None:  # frame the query
+        for spine in axes.spines.values():
+            spine.set_linewidth(2.5)
+
+
+def training_curves_figure(loss_epochs: Sequence[int], losses: Sequence[float],
+                           knn_epochs: Sequence[int], knn_top1: Sequence[float],
+                           title: str = "") -> Figure:
+    """Plots the training loss and the kNN top-1 accuracy per epoch, side by side.
+
+    Args:
+        loss_epochs: Epochs that have a loss (1-based).
+        losses: Mean InfoNCE loss of those epochs.
+        knn_epochs: Epochs that have a kNN accuracy; 0 is the initialisation.
+        knn_top1: kNN top-1 accuracy (percent) of those epochs.
+        title: Figure title.
+
+    Returns:
+        A 10 x 4 inch figure.
+    """
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, knn_axes = figure.subplots(1, 2)
+    loss_axes.plot(loss_epochs, losses, marker="o", color="#0969da")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("InfoNCE loss (mean over the epoch)")
+    loss_axes.set_title("training loss")
+    knn_axes.plot(knn_epochs, knn_top1, marker="o", color="#bc4c00")
+    if 0 in list(knn_epochs):
+        index = list(knn_epochs).index(0)
+        knn_axes.annotate("init", (0, knn_top1[index]), textcoords="offset points", xytext=(6, -12))
+    knn_axes.set_xlabel("epoch")
+    knn_axes.set_ylabel("kNN top-1 (%)")
+    knn_axes.set_title("kNN monitor (test set)")
+    all_epochs = list(loss_epochs) + list(knn_epochs)
+    for axes in (loss_axes, knn_axes):
+        if all_epochs:  # the same epoch axis on both panels, even for a single point
+            axes.set_xlim(min(all_epochs) - 0.3, max(all_epochs) + 0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def save_figure(figure: Figure, path: str) -> str:
+    """Writes ``figure`` as a PNG at :data:`DPI` (creating the folder); returns ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png")
+    return path

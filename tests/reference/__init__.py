@@ -1,0 +1,1 @@
+"""PyTorch reference implementations used only by the equivalence tests (needs ``torch``)."""

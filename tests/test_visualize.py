@@ -1,0 +1,115 @@
+"""visualize.py: the retrieval grid of a tiny checkpoint, the training curves, the ranking."""
+import os
+import struct
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from test_infer import tiny_run
+
+import visualize
+from src.engine.retrieval import rank_by_similarity
+from src.utils.figures import DPI, retrieval_grid_size
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def pynative_afterwards():
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def run_visualize(argv, capsys):
+    code = visualize.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_retrieval_grid_png(trained, tmp_path, capsys):
+    data_root, checkpoint = trained
+    output = tmp_path / "grid.png"
+    code, out, err = run_visualize(
+        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
+         "--num-queries", "2", "--topk", "3", "--output", str(output)], capsys)
+    assert code == 0, err
+    assert out.strip() == str(output)
+    width, height = retrieval_grid_size(2, 3)
+    assert png_size(output) == (round(width * DPI), round(height * DPI))
+
+
+def test_given_queries_and_default_output(trained, capsys):
+    data_root, checkpoint = trained
+    code, out, err = run_visualize(
+        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
+         "--query-index", "0", "19", "--topk", "2"], capsys)
+    assert code == 0, err
+    expected = os.path.join(os.path.dirname(checkpoint), "retrieval.png")
+    assert out.strip() == expected
+    width, height = retrieval_grid_size(2, 2)
+    assert png_size(expected) == (round(width * DPI), round(height * DPI))
+
+
+def test_query_outside_the_test_set_is_refused(trained, tmp_path, capsys):
+    data_root, checkpoint = trained
+    code, _, err = run_visualize(
+        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
+         "--query-index", "20", "--output", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "outside the test set [0, 20)" in err
+
+
+def test_ranking_puts_an_exact_duplicate_first():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(50, 8))
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    bank[31] = -bank[17]  # the query's opposite: the most dissimilar item
+    result = rank_by_similarity(bank[17:18].copy(), bank, topk=4)
+    assert result.nearest[0, 0] == 17 and result.nearest_scores[0, 0] == pytest.approx(1.0)
+    assert result.farthest[0, 0] == 31 and result.farthest_scores[0, 0] == pytest.approx(-1.0)
+    assert np.all(np.diff(result.nearest_scores[0]) <= 0)
+    assert np.all(np.diff(result.farthest_scores[0]) >= 0)
+    assert result.nearest.shape == result.farthest.shape == (1, 4)
+
+
+def test_ranking_ties_keep_the_lower_index_first():
+    bank = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    result = rank_by_similarity(np.array([[1.0, 0.0]]), bank, topk=10)  # clamped to the bank
+    np.testing.assert_array_equal(result.nearest, [[0, 2, 1, 3]])
+    np.testing.assert_array_equal(result.farthest, [[1, 3, 0, 2]])
+
+
+def test_training_curves_png(trained, tmp_path, capsys):
+    results = os.path.dirname(trained[1])
+    output = tmp_path / "curves.png"
+    code, out, err = run_visualize(["--curves", results, "--output", str(output)], capsys)
+    assert code == 0, err
+    assert out.strip() == str(output) and png_size(output) == (10 * DPI, 4 * DPI)
+
+
+def test_training_log_keeps_the_initial_knn_without_a_loss(tmp_path):
+    (tmp_path / "log.csv").write_text("epoch,lr,loss,knn_top1,seconds\n0,,,12.50,\n"
+                                      "1,0.06,8.1,20.00,30.0\n2,0.06,7.9,,31.0\n")
+    loss, knn = visualize.read_training_log(str(tmp_path / "log.csv"))
+    assert loss == [(1, 8.1), (2, 7.9)]
+    assert knn == [(0, 12.5), (1, 20.0)]
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    code, _, err = run_visualize(["--checkpoint", str(tmp_path / "nope.ckpt")], capsys)
+    assert code == 2 and "checkpoint not found" in err and "Traceback" not in err
+    code, _, err = run_visualize(["--curves", str(tmp_path)], capsys)
+    assert code == 2 and "training log not found" in err
+    with pytest.raises(SystemExit) as exit_:
+        visualize.main(["--curves", str(tmp_path), "--checkpoint", "x.ckpt"])
+    assert exit_.value.code == 2

@@ -1,0 +1,142 @@
+"""Figures of a MoCo run: nearest-neighbour retrieval of test images, and training curves.
+
+    python visualize.py --checkpoint RESULTS/model_last.ckpt --data-dir ./data
+    python visualize.py --curves RESULTS/
+
+Retrieval ranks the training set by cosine similarity of the normalised
+embedding (the kNN monitor's features) and reuses infer.py's feature cache.
+The curves come from RESULTS/log.csv written by main.py.
+"""
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+
+from infer import add_evaluation_arguments, load_frozen_features
+from src.config import ConfigError, load_config_file
+from src.data import DatasetError
+from src.engine.checkpoint import CheckpointError
+from src.engine.frozen_encoder import TRAINING_CONFIG_NAME
+from src.engine.retrieval import rank_by_similarity
+from src.utils.figures import (RetrievalRow, Tile, retrieval_grid_figure, save_figure,
+                               training_curves_figure)
+from src.utils.progress import setup_logging
+
+LOG_NAME = "log.csv"
+
+
+def create_parser():
+    parser = argparse.ArgumentParser(
+        description="Draw the retrieval grid of a checkpoint or the training curves of a run",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    add_evaluation_arguments(parser, checkpoint_required=False)
+    parser.add_argument("--curves", default="", metavar="RESULTS",
+                        help="plot loss and kNN top-1 per epoch from RESULTS/log.csv instead")
+    parser.add_argument("--num-queries", type=int, default=3, help="random test images to query")
+    parser.add_argument("--query-index", type=int, nargs="+", default=None,
+                        help="test-set indices to query instead of random ones")
+    parser.add_argument("--topk", type=int, default=5, help="most / least similar images shown")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random queries")
+    parser.add_argument("--output", default="",
+                        help="PNG path (default: retrieval.png or training_curve.png in the "
+                             "results folder)")
+    return parser
+
+
+def choose_queries(cli, num_test):
+    """Test indices to query: the given ones, or ``--num-queries`` distinct random ones."""
+    if cli.query_index:
+        bad = [i for i in cli.query_index if not 0 <= i < num_test]
+        if bad:
+            raise ConfigError(f"--query-index {bad} outside the test set [0, {num_test})")
+        return np.array(cli.query_index)
+    if not 1 <= cli.num_queries <= num_test:
+        raise ConfigError(f"--num-queries must be in [1, {num_test}], got {cli.num_queries}")
+    return np.sort(np.random.default_rng(cli.seed).choice(num_test, cli.num_queries, replace=False))
+
+
+def draw_retrieval(cli, logger):
+    if cli.topk < 1:
+        raise ConfigError(f"--topk must be positive, got {cli.topk}")
+    frozen = load_frozen_features(cli, logger)
+    queries = choose_queries(cli, len(frozen.test))
+    bank = frozen.train_features["embedding"]
+    ranking = rank_by_similarity(frozen.test_features["embedding"][queries], bank, cli.topk)
+    classes = frozen.test.classes
+
+    def tiles(indices, scores, query_label):
+        return [Tile(frozen.train.images[i], f"{classes[frozen.train.labels[i]]}\n{s:.3f}",
+                     same_class=bool(frozen.train.labels[i] == query_label))
+                for i, s in zip(indices, scores)]
+
+    rows = []
+    for row, query in enumerate(queries):
+        label = frozen.test.labels[query]
+        rows.append(RetrievalRow(
+            query=Tile(frozen.test.images[query], f"test #{query}\n{classes[label]}"),
+            nearest=tiles(ranking.nearest[row], ranking.nearest_scores[row], label),
+            farthest=tiles(ranking.farthest[row], ranking.farthest_scores[row], label)))
+    title = (f"{frozen.config.dataset}: {os.path.basename(cli.checkpoint)} (epoch {frozen.epoch}), "
+             f"bank of {len(frozen.train)} train images, cosine similarity of the "
+             f"{bank.shape[1]}-d embedding; green: same class as the query")
+    figure = retrieval_grid_figure(rows, cli.topk, title)
+    return save_figure(figure, cli.output or os.path.join(frozen.results_dir, "retrieval.png"))
+
+
+def read_training_log(path):
+    """Epochs with a loss and epochs with a kNN accuracy, from main.py's log.csv."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"training log not found: {path} (main.py writes log.csv into its "
+                          f"results folder)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"epoch", "loss", "knn_top1"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ConfigError(f"{path} has no rows with epoch, loss and knn_top1")
+    loss = [(int(r["epoch"]), float(r["loss"])) for r in rows if r["loss"]]
+    knn = [(int(r["epoch"]), float(r["knn_top1"])) for r in rows if r["knn_top1"]]
+    return loss, knn
+
+
+def run_description(results_dir):
+    """One line on the run's recipe, from its config.yaml if there is one."""
+    name = os.path.basename(os.path.normpath(results_dir))
+    path = os.path.join(results_dir, TRAINING_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return name
+    config = load_config_file(path)
+    images = f"first {config['train_subset']}" if config.get("train_subset") else "all"
+    return (f"{name}: {config.get('dataset')}, {images} train images, "
+            f"batch {config.get('batch_size')}, "
+            f"lr {config.get('lr')}, {config.get('epochs')} epochs, kNN k={config.get('knn_k')} "
+            f"on {config.get('test_subset') or 'all'} test images")
+
+
+def draw_curves(cli):
+    results_dir = cli.curves
+    loss, knn = read_training_log(os.path.join(results_dir, LOG_NAME))
+    figure = training_curves_figure([e for e, _ in loss], [v for _, v in loss],
+                                    [e for e, _ in knn], [v for _, v in knn],
+                                    title=run_description(results_dir))
+    return save_figure(figure, cli.output or os.path.join(results_dir, "training_curve.png"))
+
+
+def main(argv=None):
+    logger = setup_logging()
+    parser = create_parser()
+    cli = parser.parse_args(argv)
+    if bool(cli.curves) == bool(cli.checkpoint):
+        parser.error("give exactly one of --checkpoint (retrieval grid) or --curves RESULTS")
+    try:
+        path = draw_curves(cli) if cli.curves else draw_retrieval(cli, logger)
+    except (ConfigError, DatasetError, CheckpointError, OSError) as err:
+        logger.error("error: %s", err)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
