@@ -36,6 +36,7 @@ def test_round_trip_restores_everything(tmp_path):
     saved = {p.name: p.asnumpy() for p in step.get_parameters()}
     restored = {p.name: p.asnumpy() for p in other.get_parameters()}
     assert "queue" in restored and "queue_ptr" in restored
+    assert not [name for name in ms.load_checkpoint(path) if ckpt.SCRATCH_PREFIX in name]
     assert any(name.startswith("moments.") for name in restored)  # optimizer state
     for name, value in saved.items():
         if ckpt.SCRATCH_PREFIX not in name:

@@ -1,6 +1,6 @@
 """One MoCo training step as a single compiled cell."""
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 
 def create_optimizer(model, lr, weight_decay, momentum=0.9):
@@ -16,8 +16,12 @@ def create_optimizer(model, lr, weight_decay, momentum=0.9):
 
 
 def set_learning_rate(optimizer, lr):
-    """Sets the learning rate of the next steps without rebuilding the optimizer."""
-    optimizer.learning_rate.set_data(ms.Tensor(lr, ms.float32))
+    """Sets the learning rate of the next steps without rebuilding the optimizer.
+
+    ``ops.assign``, not ``set_data``: in PyNative mode ``set_data`` is ignored
+    once the optimizer has run.
+    """
+    ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
 
 
 class MoCoTrainStep(nn.Cell):

@@ -44,10 +44,10 @@ class SplitBatchNorm(nn.Cell):
         if num_splits > 1:
             # The S repeated copies that the fused kernel updates in place.
             size = num_features * num_splits
-            self.split_mean = ms.Parameter(initializer("zeros", size), name=SCRATCH_PREFIX + "mean",
-                                           requires_grad=False)
-            self.split_variance = ms.Parameter(initializer("ones", size),
-                                               name=SCRATCH_PREFIX + "variance", requires_grad=False)
+            # MindSpore names Parameters after their attribute, so the attribute carries the prefix.
+            self.split_bn_scratch_mean = ms.Parameter(initializer("zeros", size), requires_grad=False)
+            self.split_bn_scratch_variance = ms.Parameter(initializer("ones", size),
+                                                          requires_grad=False)
 
     def construct(self, x):
         if not self.training:
@@ -56,12 +56,13 @@ class SplitBatchNorm(nn.Cell):
             return self.bn_train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
         n, c, h, w = x.shape
         s = self.num_splits
-        ops.assign(self.split_mean, ops.tile(self.moving_mean, (s,)))
-        ops.assign(self.split_variance, ops.tile(self.moving_variance, (s,)))
+        ops.assign(self.split_bn_scratch_mean, ops.tile(self.moving_mean, (s,)))
+        ops.assign(self.split_bn_scratch_variance, ops.tile(self.moving_variance, (s,)))
         y = self.bn_train(x.reshape(n // s, c * s, h, w), ops.tile(self.gamma, (s,)),
-                          ops.tile(self.beta, (s,)), self.split_mean, self.split_variance)[0]
-        ops.assign(self.moving_mean, self.split_mean.reshape(s, c).mean(axis=0))
-        ops.assign(self.moving_variance, self.split_variance.reshape(s, c).mean(axis=0))
+                          ops.tile(self.beta, (s,)), self.split_bn_scratch_mean,
+                          self.split_bn_scratch_variance)[0]
+        ops.assign(self.moving_mean, self.split_bn_scratch_mean.reshape(s, c).mean(axis=0))
+        ops.assign(self.moving_variance, self.split_bn_scratch_variance.reshape(s, c).mean(axis=0))
         return y.reshape(n, c, h, w)
 
     def extend_repr(self):
