@@ -41,6 +41,7 @@ def exit_code(argv):
     (["--dataset", "mnist"], "invalid choice: 'mnist'"),
     (["--train-subset", "8"], "train-subset 8 is smaller than batch_size 16"),
     (["--resume", "/nonexistent/model_last.ckpt"], "checkpoint not found"),
+    (["--results-dir", "/dev/null/run"], "is not writable"),
 ])
 def test_bad_input_fails_before_training(data_root, tmp_path, capsys, extra, message):
     argv = ["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), *TINY, *extra]
