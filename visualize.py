@@ -108,10 +108,12 @@ def run_description(results_dir):
         return name
     config = load_config_file(path)
     images = f"first {config['train_subset']}" if config.get("train_subset") else "all"
+    tests = config.get("test_subset") or "all"
     return (f"{name}: {config.get('dataset')}, {images} train images, "
-            f"batch {config.get('batch_size')}, "
-            f"lr {config.get('lr')}, {config.get('epochs')} epochs, kNN k={config.get('knn_k')} "
-            f"on {config.get('test_subset') or 'all'} test images")
+            f"batch {config.get('batch_size')}, lr {config.get('lr')}, "
+            f"moco-k {config.get('moco_k')}, "
+            f"{config.get('epochs')} epochs; kNN monitor k={config.get('knn_k')}, "
+            f"bank = those train images, {tests} test images")
 
 
 def draw_curves(cli):

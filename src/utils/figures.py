@@ -157,7 +157,7 @@ def training_curves_figure(loss_epochs: Sequence[int], losses: Sequence[float],
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=10)
     return figure
 
 
