@@ -47,7 +47,8 @@ def add_evaluation_arguments(parser, checkpoint_required=True):
     parser.add_argument("--mode", type=int, default=None, choices=[0, 1],
                         help="0 = GRAPH, 1 = PYNATIVE (default: the training config's)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int,
-                        default=DEFAULT_EVAL_BATCH_SIZE, help="images per feature-extraction batch")
+                        default=DEFAULT_EVAL_BATCH_SIZE,
+                        help="images per feature-extraction batch (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None,
                         help="data pipeline workers (default: the training config's)")
     parser.add_argument("--train-subset", type=int, default=0,
@@ -62,11 +63,11 @@ def add_evaluation_arguments(parser, checkpoint_required=True):
 def create_parser():
     parser = argparse.ArgumentParser(
         description="Evaluate a MoCo checkpoint: weighted kNN or linear probe on frozen features",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        allow_abbrev=False)
     add_evaluation_arguments(parser)
     parser.add_argument("--protocol", default="knn", choices=["knn", "linear"],
                         help="knn: weighted kNN on the normalised embedding; linear: linear "
-                             "classifier on the 512-d backbone features")
+                             "classifier on the 512-d backbone features (default: knn)")
     parser.add_argument("--knn-k", type=int, default=None,
                         help="neighbours (default: the config's)")
     parser.add_argument("--knn-t", type=float, default=None,
@@ -74,13 +75,17 @@ def create_parser():
     parser.add_argument("--output-json", default="",
                         help="results file (default: eval_<protocol>.json beside the checkpoint)")
     group = parser.add_argument_group("linear protocol (main_lincls.py's settings)")
-    group.add_argument("--linear-epochs", type=int, default=100, help="epochs")
-    group.add_argument("--linear-lr", type=float, default=30.0, help="initial learning rate")
-    group.add_argument("--linear-batch-size", type=int, default=256, help="features per step")
+    group.add_argument("--linear-epochs", type=int, default=100, help="epochs (default: 100)")
+    group.add_argument("--linear-lr", type=float, default=30.0,
+                       help="initial learning rate (default: 30)")
+    group.add_argument("--linear-batch-size", type=int, default=256,
+                       help="features per step (default: 256)")
     group.add_argument("--linear-schedule", type=int, nargs="*", default=[60, 80],
-                       help="0-based epochs where lr drops 10x (ignored with --linear-cos)")
+                       help="0-based epochs where lr drops 10x, ignored with --linear-cos "
+                            "(default: 60 80)")
     group.add_argument("--linear-cos", action="store_true", help="cosine schedule instead")
-    group.add_argument("--seed", type=int, default=0, help="seed of the classifier init and order")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the classifier init and order (default: 0)")
     return parser
 
 

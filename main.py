@@ -136,6 +136,7 @@ def main(argv=None):
         args = parse_args(argv)
         if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
             raise CheckpointError(f"--resume: checkpoint not found: {args.resume}")
+        args.data_dir = os.path.abspath(args.data_dir)  # the saved config must work from anywhere
         prepare_results_dir(args)
         setup_logging(os.path.join(args.results_dir, "train.log"))
         train(args, logger)

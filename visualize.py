@@ -30,15 +30,18 @@ LOG_NAME = "log.csv"
 def create_parser():
     parser = argparse.ArgumentParser(
         description="Draw the retrieval grid of a checkpoint or the training curves of a run",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        allow_abbrev=False)
     add_evaluation_arguments(parser, checkpoint_required=False)
     parser.add_argument("--curves", default="", metavar="RESULTS",
                         help="plot loss and kNN top-1 per epoch from RESULTS/log.csv instead")
-    parser.add_argument("--num-queries", type=int, default=3, help="random test images to query")
+    parser.add_argument("--num-queries", type=int, default=3,
+                        help="random test images to query (default: 3)")
     parser.add_argument("--query-index", type=int, nargs="+", default=None,
                         help="test-set indices to query instead of random ones")
-    parser.add_argument("--topk", type=int, default=5, help="most / least similar images shown")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random queries")
+    parser.add_argument("--topk", type=int, default=5,
+                        help="most / least similar images shown (default: 5)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random queries (default: 0)")
     parser.add_argument("--output", default="",
                         help="PNG path (default: retrieval.png or training_curve.png in the "
                              "results folder)")
@@ -101,7 +104,7 @@ def read_training_log(path):
 
 
 def run_description(results_dir):
-    """One line on the run's recipe, from its config.yaml if there is one."""
+    """Two lines on the run's recipe, from its config.yaml if there is one."""
     name = os.path.basename(os.path.normpath(results_dir))
     path = os.path.join(results_dir, TRAINING_CONFIG_NAME)
     if not os.path.isfile(path):
@@ -112,7 +115,7 @@ def run_description(results_dir):
     return (f"{name}: {config.get('dataset')}, {images} train images, "
             f"batch {config.get('batch_size')}, lr {config.get('lr')}, "
             f"moco-k {config.get('moco_k')}, "
-            f"{config.get('epochs')} epochs; kNN monitor k={config.get('knn_k')}, "
+            f"{config.get('epochs')} epochs\nkNN monitor: k={config.get('knn_k')}, "
             f"bank = those train images, {tests} test images")
 
 
