@@ -3,7 +3,6 @@
     python main.py --config configs/cifar10.yaml --device_target GPU
 """
 import csv
-import logging
 import os
 import sys
 

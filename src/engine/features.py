@@ -7,6 +7,14 @@ from ..utils.progress import Progress
 from .knn import knn_accuracy, knn_predict, l2_normalize
 
 
+def _pad_batch(images, batch_size):
+    """Pads a short last batch with copies of its last image; returns it and the real count."""
+    n = len(images)
+    if n < batch_size:
+        images = np.concatenate([images, np.repeat(images[-1:], batch_size - n, axis=0)])
+    return images, n
+
+
 def extract_features(encoder, dataset, batch_size):
     """L2-normalised features of every image of an eval dataset, in order.
 
@@ -19,9 +27,7 @@ def extract_features(encoder, dataset, batch_size):
     encoder.set_train(False)
     features, labels = [], []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        images, n = batch["image"], len(batch["image"])
-        if n < batch_size:
-            images = np.concatenate([images, np.repeat(images[-1:], batch_size - n, axis=0)])
+        images, n = _pad_batch(batch["image"], batch_size)
         features.append(encoder(ms.Tensor(images)).asnumpy()[:n])
         labels.append(batch["label"])
     return l2_normalize(np.concatenate(features)), np.concatenate(labels)
@@ -79,9 +85,7 @@ def extract_backbone_and_embedding(network, dataset, batch_size, desc="Features"
     progress = Progress(dataset.get_dataset_size(), desc, batch_size)
     backbone, embedding, labels = [], [], []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        images, n = batch["image"], len(batch["image"])
-        if n < batch_size:
-            images = np.concatenate([images, np.repeat(images[-1:], batch_size - n, axis=0)])
+        images, n = _pad_batch(batch["image"], batch_size)
         features, fc_output = network(ms.Tensor(images))
         backbone.append(features.asnumpy()[:n])
         embedding.append(fc_output.asnumpy()[:n])
