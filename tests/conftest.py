@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -243,3 +244,13 @@ def full_run(data_root, tmp_path_factory):
     return results, proc
 
 
+@pytest.fixture(scope="session")
+def trained(full_run, data_root, tmp_path_factory):
+    """``(data_root, checkpoint)`` of a copy of ``full_run``'s results folder.
+
+    infer.py and visualize.py write beside the checkpoint; the copy keeps the
+    folder that the main.py tests inspect untouched.
+    """
+    results = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(full_run[0], results)
+    return data_root, str(results / "model_last.ckpt")

@@ -1,4 +1,4 @@
-"""infer.py end to end on a tiny checkpoint, and the evaluation mechanisms it wires."""
+"""infer.py end to end on the checkpoint of `full_run`, and the mechanisms it wires."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, write_fake_cifar
+from conftest import REPO_ROOT
 
 import infer
 from src.data import create_eval_dataset, get_dataset_spec, load_cifar
@@ -22,33 +22,8 @@ from src.engine.linear_probe import (LinearProbeConfig, linear_probe_lr, predict
 from src.engine.metrics import classification_report
 from src.models import create_backbone
 
-TINY_TRAIN = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
-              "--knn-k", "5", "--schedule", "--epochs", "1"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck"]
-
-
-def tiny_run(tmp_path_factory):
-    """Data root and checkpoint of a 1-epoch main.py run on 48 + 20 fake images.
-
-    Trained once per session (in the session's temporary folder), so
-    test_visualize.py reuses the checkpoint of this module and vice versa.
-    """
-    base = tmp_path_factory.getbasetemp() / "tiny_moco"
-    data_root, results = base / "data", base / "run"
-    checkpoint = results / "model_last.ckpt"
-    if not checkpoint.is_file():
-        write_fake_cifar(data_root, n_train=48, n_test=20)
-        proc = subprocess.run(
-            [sys.executable, "main.py", "--data-dir", str(data_root), "--results-dir", str(results),
-             *TINY_TRAIN], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return str(data_root), str(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +55,7 @@ def test_knn_end_to_end(knn_run):
     assert all(0 <= value <= 100 for value in result["per_class"].values())
     assert (result["k"], result["t"]) == (5, 0.1)  # from the training config
     assert result["num_test_images"] == 20 and result["num_train_images"] == 48
-    assert result["epoch"] == 1 and result["dataset"] == "cifar10"
+    assert result["epoch"] == 2 and result["dataset"] == "cifar10"
     assert result["checkpoint"].endswith("model_last.ckpt") and result["seconds"] > 0
     assert result["features_from_cache"] is False
 

@@ -6,16 +6,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from test_infer import tiny_run
-
 import visualize
 from src.engine.retrieval import rank_by_similarity
 from src.utils.figures import DPI, retrieval_grid_size
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
