@@ -200,6 +200,16 @@ def keys_of(state, prefix="", contains=""):
 
 # --------------------------------------------------------------------------- backbone
 
+def encoder_q_outputs(model, reference, x, train):
+    """encoder_q of both implementations on the same images, in train or eval mode."""
+    model.encoder_q.set_train(train)
+    reference.encoder_q.train(train)
+    ours = model.encoder_q(ms.Tensor(x)).asnumpy()
+    with torch.no_grad():
+        theirs = reference.encoder_q(torch.from_numpy(x)).numpy()
+    return ours, theirs
+
+
 def test_backbone_forward_train_and_eval(images):
     model = build_ours()
     reference = reference_of(model)
@@ -210,11 +220,7 @@ def test_backbone_forward_train_and_eval(images):
     x = images[:32, :, :SIZE, :SIZE]  # batch 32: 4 images per split-BN group
     initial_mean = model.encoder_q.net[1].moving_mean.asnumpy().copy()
 
-    model.encoder_q.set_train(True)
-    reference.encoder_q.train()
-    ours = model.encoder_q(ms.Tensor(x)).asnumpy()
-    with torch.no_grad():
-        theirs = reference.encoder_q(torch.from_numpy(x)).numpy()
+    ours, theirs = encoder_q_outputs(model, reference, x, train=True)
     assert record("backbone forward, train mode", rel_diff(ours, theirs)) < 1e-5
 
     # Running statistics after one train-mode forward (momentum 0.1, unbiased variance, averaged
@@ -225,11 +231,7 @@ def test_backbone_forward_train_and_eval(images):
     assert diff < 1e-5, key
     assert not np.allclose(ours_state["encoder_q.net.1.running_mean"], initial_mean)  # they moved
 
-    model.encoder_q.set_train(False)
-    reference.encoder_q.eval()
-    ours = model.encoder_q(ms.Tensor(x)).asnumpy()
-    with torch.no_grad():
-        theirs = reference.encoder_q(torch.from_numpy(x)).numpy()
+    ours, theirs = encoder_q_outputs(model, reference, x, train=False)
     assert record("backbone forward, eval mode", rel_diff(ours, theirs)) < 1e-5
 
 
