@@ -15,8 +15,6 @@ import os
 import sys
 import time
 
-import mindspore as ms
-
 from src.config import ConfigError
 from src.data import DatasetError, create_eval_dataset, get_dataset_spec, load_cifar
 from src.engine.checkpoint import CheckpointError
@@ -26,6 +24,7 @@ from src.engine.frozen_encoder import load_training_config, restore_encoder
 from src.engine.knn import knn_predict
 from src.engine.linear_probe import LinearProbeConfig, predict_ranked, train_linear_classifier
 from src.engine.metrics import classification_report
+from src.utils.device import set_device
 from src.utils.progress import Progress, setup_logging
 
 FEATURE_ARRAYS = ("backbone", "embedding", "labels")
@@ -161,8 +160,7 @@ def load_frozen_features(cli, logger):
         and ``seconds`` (time to get the features).
     """
     config = evaluation_config(cli)
-    ms.set_device(config.device_target)
-    ms.set_context(mode=config.mode)
+    set_device(config.device_target, config.mode)
     encoder, epoch = restore_encoder(config, cli.checkpoint)
     logger.info("%s: epoch %d, %s, moco-dim %d", cli.checkpoint, epoch, config.arch,
                 config.moco_dim)

@@ -17,6 +17,7 @@ from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_
 from src.engine.trainer import NonFiniteLossError, train_one_epoch
 from src.models import create_moco
 from src.utils import faults
+from src.utils.device import set_device
 from src.utils.progress import setup_logging
 
 LOG_FIELDS = ("epoch", "lr", "loss", "knn_top1", "seconds")
@@ -77,8 +78,6 @@ def load_data(args):
 
 
 def train(args, logger):
-    ms.set_device(args.device_target)
-    ms.set_context(mode=args.mode)
     ms.set_seed(args.seed)
     spec, train_split, test_split = load_data(args)
     logger.info("%s: %d train / %d test images, %d classes", args.dataset, len(train_split),
@@ -136,6 +135,7 @@ def main(argv=None):
         if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
             raise CheckpointError(f"--resume: checkpoint not found: {args.resume}")
         args.data_dir = os.path.abspath(args.data_dir)  # the saved config must work from anywhere
+        set_device(args.device_target, args.mode)
         prepare_results_dir(args)
         setup_logging(os.path.join(args.results_dir, "train.log"))
         train(args, logger)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import main as main_module
-from conftest import TINY, checkpoint_arrays, read_log
+from conftest import TINY, checkpoint_arrays, read_log, run_main
 
 
 def test_end_to_end_results_folder(full_run):
@@ -54,6 +54,16 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
     assert exit_code(argv) == 2
     err = capsys.readouterr().err
     assert "--download" in err and "cifar-10-python.tar.gz" in err
+
+
+def test_unavailable_device_is_a_clear_error(data_root, tmp_path):
+    # A new process: the device cannot change once this one has run a kernel. No Ascend here.
+    proc = run_main(["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), *TINY,
+                     "--device_target", "Ascend"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "device_target Ascend is not available" in proc.stderr
+    assert "--device_target CPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_unknown_config_key_is_refused(tmp_path, capsys):
