@@ -29,11 +29,11 @@ if str(REPO_ROOT) not in sys.path:  # lets plain `pytest` (not `python -m pytest
 import mindspore as ms  # noqa: E402
 
 from src.data.cifar import get_dataset_spec  # noqa: E402
+from src.utils.device import set_device  # noqa: E402
 
-# Once, before any kernel runs: MindSpore refuses set_device after its runtime started.
-ms.set_device("CPU")
-# Tests run eagerly (no graph compilation) unless they ask for both modes through ``mode``.
-ms.set_context(mode=ms.PYNATIVE_MODE)
+# Once, before any kernel runs, as the scripts do (it also caps oneDNN's ISA on CPU). Tests run
+# eagerly (no graph compilation) unless they ask for both modes through ``mode``.
+set_device("CPU", ms.PYNATIVE_MODE)
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, wherever it lives
 

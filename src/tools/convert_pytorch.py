@@ -787,9 +787,13 @@ def create_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the converter; returns 0 on success, 2 on a conversion error."""
+    import mindspore as ms
+
+    from ..utils.device import set_device
     from ..utils.progress import setup_logging
 
     logger = setup_logging()
+    set_device("CPU", ms.PYNATIVE_MODE)
     args = create_parser().parse_args(argv)
     try:
         direction = _direction(args.input, args.output)

@@ -1,21 +1,45 @@
 """Selecting the MindSpore device, with a clear error where it is not available."""
 
+import logging
+import os
+import platform
+from typing import MutableMapping
+
 import mindspore as ms
 
 from src.config import ConfigError
+
+logger = logging.getLogger("moco")
+
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# MindSpore's oneDNN has no AVX-512 kernel for its plain-layout f32 convolution and falls back to
+# a reference one (~100x slower); capped at AVX2 it runs the jit gemm convolution. Higher caps
+# (AVX2_VNNI, AVX512_CORE_VNNI/BF16) only add int8/bf16 instructions, of no use to f32.
+ONEDNN_ISA_CAP = "AVX2"
+
+
+def cap_onednn_isa(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Caps oneDNN's instruction set at ``ONEDNN_ISA_CAP`` unless the user chose one.
+
+    oneDNN reads the variable once, at its first primitive: call this before any kernel runs.
+    Returns a description of the cap in use, for the log.
+    """
+    for name in ONEDNN_ISA_VARIABLES:
+        if environ.get(name):
+            return f"{environ[name]} (from {name})"
+    environ["ONEDNN_MAX_CPU_ISA"] = ONEDNN_ISA_CAP
+    return f"{ONEDNN_ISA_CAP} (set ONEDNN_MAX_CPU_ISA to override)"
 
 
 def set_device(device_target: str, mode: int) -> None:
     """Selects the device and execution mode before any kernel runs.
 
-    Args:
-        device_target: ``"CPU"``, ``"GPU"`` or ``"Ascend"``.
-        mode: ``mindspore.GRAPH_MODE`` (0) or ``mindspore.PYNATIVE_MODE`` (1).
-
-    Raises:
-        ConfigError: If the installed MindSpore cannot run on ``device_target``
-            (e.g. the CPU-only wheel asked for ``GPU``).
+    On CPU, first caps oneDNN's instruction set (see ``cap_onednn_isa``).
+    Raises ConfigError if the installed MindSpore cannot run on ``device_target``
+    (e.g. the CPU-only wheel asked for ``GPU``).
     """
+    if device_target == "CPU" and platform.machine().lower() in ("x86_64", "amd64"):
+        logger.info("oneDNN CPU ISA cap: %s", cap_onednn_isa())
     try:
         ms.set_device(device_target)
     except RuntimeError as err:
@@ -23,5 +47,6 @@ def set_device(device_target: str, mode: int) -> None:
             f"device_target {device_target} is not available in this MindSpore installation "
             f"({ms.__version__}): install MindSpore built for {device_target} "
             f"(https://www.mindspore.cn/install) or use --device_target CPU. "
-            f"MindSpore said: {str(err).splitlines()[0]}") from None
+            f"MindSpore said: {str(err).splitlines()[0]}"
+        ) from None
     ms.set_context(mode=mode)
