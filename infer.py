@@ -17,13 +17,13 @@ import time
 
 from src.config import ConfigError
 from src.data import DatasetError, create_eval_dataset, get_dataset_spec, load_cifar
-from src.engine.checkpoint import CheckpointError
-from src.engine.feature_cache import FeatureCache, split_digest
-from src.engine.features import BackboneAndEmbedding, extract_backbone_and_embedding
-from src.engine.frozen_encoder import load_training_config, restore_encoder
-from src.engine.knn import knn_predict
-from src.engine.linear_probe import LinearProbeConfig, predict_ranked, train_linear_classifier
-from src.engine.metrics import classification_report
+from src.train.checkpoint import CheckpointError
+from src.eval.feature_cache import FeatureCache, split_digest
+from src.eval.features import BackboneAndEmbedding, extract_backbone_and_embedding
+from src.eval.evaluate import load_training_config, restore_encoder
+from src.eval.knn import knn_predict
+from src.eval.linear_probe import LinearProbeConfig, predict_ranked, train_linear_classifier
+from src.eval.metrics import classification_report
 from src.utils.device import set_device
 from src.utils.progress import Progress, setup_logging
 

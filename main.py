@@ -10,11 +10,11 @@ import mindspore as ms
 
 from src.config import ConfigError, parse_args, save_config
 from src.data import DatasetError, create_eval_dataset, create_train_dataset, get_dataset_spec, load_cifar
-from src.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from src.engine.features import knn_monitor
-from src.engine.schedule import learning_rate
-from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_rate
-from src.engine.trainer import NonFiniteLossError, train_one_epoch
+from src.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from src.eval.features import knn_monitor
+from src.train.schedule import learning_rate
+from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate
+from src.train.loop import NonFiniteLossError, train_one_epoch
 from src.models import create_moco
 from src.utils import faults
 from src.utils.device import set_device

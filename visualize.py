@@ -17,9 +17,9 @@ import numpy as np
 from infer import add_evaluation_arguments, load_frozen_features
 from src.config import ConfigError, load_config_file
 from src.data import DatasetError
-from src.engine.checkpoint import CheckpointError
-from src.engine.frozen_encoder import TRAINING_CONFIG_NAME
-from src.engine.retrieval import rank_by_similarity
+from src.train.checkpoint import CheckpointError
+from src.eval.evaluate import TRAINING_CONFIG_NAME
+from src.eval.retrieval import rank_by_similarity
 from src.utils.figures import (RetrievalRow, Tile, retrieval_grid_figure, save_figure,
                                training_curves_figure)
 from src.utils.progress import setup_logging

@@ -2,7 +2,7 @@
 
     python image/draw_architecture.py [--output image/moco_architecture.png]
 
-Follows src/models/moco.py and src/engine/train_step.py: two augmented views,
+Follows src/models/moco.py and src/train/step.py: two augmented views,
 a query encoder trained by SGD, a key encoder that is a momentum average of
 it (with shuffle BN), a queue of K negative keys, logits N x (1 + K) and the
 InfoNCE (cross-entropy) loss with the positive key at index 0.
@@ -101,7 +101,7 @@ def draw():
           text="gradient to encoder_q only", connection="arc3,rad=0.25", text_offset=(0.3, 0.95))
 
     axes.text(WIDTH / 2, HEIGHT - 0.22,
-              "MoCo training step (src/engine/train_step.py): momentum update, loss and SGD on "
+              "MoCo training step (src/train/step.py): momentum update, loss and SGD on "
               "encoder_q, enqueue", ha="center", va="center", fontsize=12, fontweight="bold")
     return figure
 

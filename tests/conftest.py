@@ -1,198 +1,26 @@
-"""Shared test helpers: tiny CIFAR data sets written in the official on-disk format.
+"""Fixtures shared by the tests; the helpers they use live in ``helpers.py``."""
 
-Other test modules import the helpers directly::
-
-    from conftest import write_fake_cifar
-"""
-
-from __future__ import annotations
-
-import colorsys
-import csv
-import io
-import os
-import pickle
 import shutil
-import struct
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any, Dict, Optional
 
-import numpy as np
+import mindspore as ms
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # lets plain `pytest` (not `python -m pytest`) import src
-    sys.path.insert(0, str(REPO_ROOT))
-
-import mindspore as ms  # noqa: E402
-
-from src.data.cifar import get_dataset_spec  # noqa: E402
-from src.utils.device import set_device  # noqa: E402
+from helpers import TINY, run_main, write_fake_cifar
+from src.utils.device import set_device
 
 # Once, before any kernel runs, as the scripts do (it also caps oneDNN's ISA on CPU). Tests run
 # eagerly (no graph compilation) unless they ask for both modes through ``mode``.
 set_device("CPU", ms.PYNATIVE_MODE)
 
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, wherever it lives
-
-
-class _Python2StylePickler(pickle._Pickler):
-    """Writes protocol-2 pickles the way Python 2's cPickle wrote the CIFAR files.
-
-    Python 3 would pickle ``bytes`` through ``_codecs.encode`` and name numpy 2's
-    ``numpy._core``; the official files instead use 8-bit ``str`` opcodes and
-    ``numpy.core.multiarray._reconstruct``. Mimicking them means the reader is
-    tested against the globals and opcodes it meets on real data.
-    """
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2_str(self, text: str) -> None:
-        raw = text.encode("latin1")
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(text)
-
-    dispatch[str] = save_py2_str
-
-    def save_global(self, obj: Any, name: Optional[str] = None) -> None:
-        if obj is _RECONSTRUCT:
-            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
-            self.memoize(obj)
-        else:
-            super().save_global(obj, name)
-
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is np.ndarray:
-            # numpy's Python-2 layout: the buffer travels as a latin1 8-bit string.
-            state = (1, obj.shape, obj.dtype, False, obj.tobytes().decode("latin1"))
-            return _RECONSTRUCT, (np.ndarray, (0,), "b"), state
-        return NotImplemented
-
-
-def dump_cifar_pickle(obj: Any, path: Path) -> None:
-    """Writes ``obj`` to ``path`` as a Python-2-style protocol-2 pickle."""
-    buffer = io.BytesIO()
-    _Python2StylePickler(buffer, protocol=2).dump(obj)
-    Path(path).write_bytes(buffer.getvalue())
-
-
-def class_colour(label: int, num_classes: int) -> np.ndarray:
-    """A distinct RGB colour in [0, 1] for each class."""
-    return np.array(colorsys.hsv_to_rgb(label / num_classes, 0.7, 0.8))
-
-
-def fake_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 HWC images whose colour and stripe direction depend on the class.
-
-    The stripes survive crops, flips and grayscale, the colour survives crops and
-    flips, so a kNN on raw or learnt features beats chance.
-    """
-    coords = np.arange(32) / 32.0
-    ys, xs = np.meshgrid(coords, coords, indexing="ij")
-    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
-    for index, label in enumerate(labels):
-        angle = np.pi * label / num_classes
-        phase = rng.uniform(0, 2 * np.pi)
-        stripes = np.sin(2 * np.pi * 3 * (xs * np.cos(angle) + ys * np.sin(angle)) + phase)
-        pixels = class_colour(label, num_classes) + 0.2 * stripes[..., None]
-        pixels += rng.normal(0.0, 0.05, size=pixels.shape)
-        images[index] = np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
-    return images
-
-
-def hwc_to_planar_rows(images: np.ndarray) -> np.ndarray:
-    """Inverse of the reader's conversion: (N, 32, 32, 3) to (N, 3072) planar."""
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32))
-
-
-def _batch_dict(name: str, split: str, rows: np.ndarray, labels: np.ndarray, batch_label: str,
-                first_index: int) -> Dict[str, Any]:
-    filenames = [f"fake_{split}_{first_index + i:05d}.png" for i in range(len(labels))]
-    if name == "cifar10":
-        return {"batch_label": batch_label, "labels": labels.tolist(), "data": rows,
-                "filenames": filenames}
-    return {"filenames": filenames, "batch_label": batch_label,
-            "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-            "data": rows}
-
-
-def _meta_dict(name: str) -> Dict[str, Any]:
-    spec = get_dataset_spec(name)
-    if name == "cifar10":
-        names = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
-        return {"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}
-    return {"fine_label_names": [f"fine_class_{i:02d}" for i in range(spec.num_classes)],
-            "coarse_label_names": [f"coarse_class_{i:02d}" for i in range(20)]}
-
-
-def write_fake_cifar(root, name: str = "cifar10", n_train: int = 64, n_test: int = 32,
-                     num_classes: Optional[int] = None, seed: int = 0) -> Path:
-    """Writes a tiny CIFAR-10/100 in the official on-disk format.
-
-    CIFAR-10 gets ``data_batch_1..5`` (train split in 5 near-equal parts),
-    ``test_batch`` and ``batches.meta``; CIFAR-100 gets ``train``, ``test`` and
-    ``meta``. The meta file always lists the real number of classes.
-
-    Args:
-        root: Data root; the data set folder is created inside it.
-        name: ``"cifar10"`` or ``"cifar100"``.
-        n_train: Number of train images.
-        n_test: Number of test images.
-        num_classes: Labels are drawn from ``range(num_classes)`` (default: all
-            classes), balanced, in shuffled order.
-        seed: Seed of the images and labels.
-
-    Returns:
-        ``root`` as a Path, ready for ``load_cifar(name, root)``.
-    """
-    spec = get_dataset_spec(name)
-    num_classes = spec.num_classes if num_classes is None else num_classes
-    rng = np.random.default_rng(seed)
-    folder = Path(root) / spec.folder
-    folder.mkdir(parents=True, exist_ok=True)
-
-    for split, count, files in (("train", n_train, spec.train_files),
-                                ("test", n_test, spec.test_files)):
-        labels = rng.permutation(np.arange(count) % num_classes)
-        rows = hwc_to_planar_rows(fake_images(labels, num_classes, rng))
-        start = 0
-        for part, (file, part_rows, part_labels) in enumerate(
-                zip(files, np.array_split(rows, len(files)), np.array_split(labels, len(files)),
-                    strict=True)):
-            batch_label = (f"training batch {part + 1} of {len(files)}" if split == "train"
-                           else "testing batch 1 of 1")
-            dump_cifar_pickle(_batch_dict(name, split, part_rows, part_labels, batch_label, start),
-                              folder / file)
-            start += len(part_labels)
-    dump_cifar_pickle(_meta_dict(name), folder / spec.meta_file)
-    return Path(root)
-
-
-def real_cifar10_root() -> Path:
-    """Returns the data root holding the real CIFAR-10 files, or skips the test.
-
-    The repository is cloned next to ``shared/`` (locally and in CI).
-    """
-    root = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (root / "cifar-10-batches-py" / "data_batch_1").is_file():
-        pytest.skip(f"real CIFAR-10 not found under {root}")
-    return root
-
 
 @pytest.fixture
-def tiny_cifar10(tmp_path) -> Path:
+def tiny_cifar10(tmp_path):
     """Data root of a 64-train / 32-test fake CIFAR-10."""
     return write_fake_cifar(tmp_path, "cifar10")
 
 
 @pytest.fixture
-def tiny_cifar100(tmp_path) -> Path:
+def tiny_cifar100(tmp_path):
     """Data root of a 64-train / 32-test fake CIFAR-100 (labels from 10 classes)."""
     return write_fake_cifar(tmp_path, "cifar100", num_classes=10)
 
@@ -203,30 +31,6 @@ def mode(request):
     ms.set_context(mode=getattr(ms, f"{request.param}_MODE"))
     yield request.param
     ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
-# --------------------------------------------------------------------------- main.py runs
-
-TINY = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
-        "--knn-k", "5", "--schedule", "--lr", "0.03", "--seed", "3"]
-"""A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
-
-
-def run_main(args, timeout=600, env=None):
-    """Runs ``python main.py ARGS`` from the repository root."""
-    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def read_log(results):
-    with open(os.path.join(results, "log.csv"), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def checkpoint_arrays(path):
-    """Every entry of a checkpoint as a NumPy array (or the stored string)."""
-    return {name: p.asnumpy() if hasattr(p, "asnumpy") else p
-            for name, p in ms.load_checkpoint(path).items()}
 
 
 @pytest.fixture(scope="session")

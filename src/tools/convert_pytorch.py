@@ -81,7 +81,7 @@ QUEUE, QUEUE_PTR = "queue", "queue_ptr"
 MOMENTS_PREFIX = "moments."
 LEARNING_RATE, MOMENTUM, GLOBAL_STEP = "learning_rate", "momentum", "global_step"
 EPOCH = "epoch"
-# Metadata written by src.engine.checkpoint.save_checkpoint (besides the epoch).
+# Metadata written by src.train.checkpoint.save_checkpoint (besides the epoch).
 MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
 # The demo's defaults for what a state_dict does not reveal.
 DEFAULT_BN_SPLITS = 8
@@ -516,7 +516,7 @@ def model_schema(arch: str, moco_dim: int, moco_k: int, bn_splits: int, symmetri
     """Names and shapes that our checkpoint of such a model holds.
 
     Builds the training step (model and optimizer) the way ``main.py`` does and lists the
-    entries that :func:`src.engine.checkpoint.save_checkpoint` writes for it.
+    entries that :func:`src.train.checkpoint.save_checkpoint` writes for it.
 
     Args:
         arch, moco_dim, moco_k, bn_splits, symmetric: The model.
@@ -535,8 +535,8 @@ def model_schema(arch: str, moco_dim: int, moco_k: int, bn_splits: int, symmetri
 @functools.lru_cache(maxsize=4)
 def _cached_schema(arch, moco_dim, moco_k, bn_splits, symmetric):
     # Building two ResNets takes seconds; a round trip needs the same schema twice.
-    from ..engine.checkpoint import _state
-    from ..engine.train_step import MoCoTrainStep, create_optimizer
+    from ..train.checkpoint import _state
+    from ..train.step import MoCoTrainStep, create_optimizer
     from ..models import MoCo
 
     model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=bn_splits, symmetric=symmetric)

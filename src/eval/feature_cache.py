@@ -24,6 +24,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from ..utils.io import atomic_write
+
 __all__ = ["CACHE_FORMAT", "CachedArrays", "FeatureCache", "split_digest"]
 
 # Bumped whenever what is stored, or how it is computed, changes.
@@ -113,17 +115,9 @@ class FeatureCache:
         Raises:
             OSError: If the folder is not writable.
         """
-        path = self.path(name)
         os.makedirs(self.directory, exist_ok=True)
-        tmp_path = f"{path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp_path, "wb") as handle:  # a file object: np.savez would append ".npz"
-                np.savez(handle, **arrays, **{_KEY_FIELD: np.array(_encode(key))})
-            os.replace(tmp_path, path)
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-        return path
+        return atomic_write(self.path(name), lambda tmp: np.savez(
+            tmp, **arrays, **{_KEY_FIELD: np.array(_encode(key))}))
 
     def get_or_compute(self, name: str, key: Dict[str, Any],
                        compute: Callable[[], Dict[str, np.ndarray]]) -> CachedArrays:

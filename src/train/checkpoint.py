@@ -1,11 +1,11 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
-import glob
 import os
 
 import mindspore as ms
 
 from ..models.split_bn import SCRATCH_PREFIX
 from ..utils import faults
+from ..utils.io import atomic_write
 
 # Recorded in every checkpoint; a resume with other values would not fit the model.
 MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
@@ -19,37 +19,19 @@ def _state(cell):
     return {p.name: p for p in cell.get_parameters() if SCRATCH_PREFIX not in p.name}
 
 
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(cell, path, epoch, args):
-    """Writes all parameters of ``cell`` (model, queue, optimizer state) and the epoch.
-
-    The file is written next to ``path`` first, flushed to disk and then
-    renamed over ``path``, so an interrupted write never leaves a truncated
-    checkpoint behind: ``path`` holds either the old or the new state.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_prefix = os.path.join(directory, f".{os.path.basename(path)}.")
-    for stale in glob.glob(glob.escape(tmp_prefix) + "*.tmp.ckpt"):  # left by a killed run
-        os.remove(stale)
-    tmp_path = f"{tmp_prefix}{os.getpid()}.tmp.ckpt"
-    meta = {key: getattr(args, key) for key in MODEL_KEYS}
+    """Writes all parameters of ``cell`` (model, queue, optimizer state), the epoch and the
+    model settings, atomically: ``path`` holds either the old or the new state."""
+    meta = {"epoch": int(epoch), **{key: getattr(args, key) for key in MODEL_KEYS}}
     params = [{"name": name, "data": p} for name, p in _state(cell).items()]
-    try:
-        ms.save_checkpoint(params, tmp_path, append_dict={"epoch": int(epoch), **meta})
-        _fsync_path(tmp_path)
+
+    def write(tmp):
+        ms.save_checkpoint(params, tmp, append_dict=meta)
         faults.kill_if_requested(f"checkpoint:{epoch}")
-        os.replace(tmp_path, path)
-        _fsync_path(directory)
+
+    try:
+        atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
         raise CheckpointError(f"could not write checkpoint {path}: {err}; "
                               "the previous checkpoint, if any, is unchanged") from err
 

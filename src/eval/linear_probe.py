@@ -73,7 +73,7 @@ def linear_probe_lr(epoch: int, config: LinearProbeConfig) -> float:
     """Learning rate of a 0-based ``epoch``.
 
     ``main_lincls.py`` counts epochs from 0, unlike the CIFAR demo's
-    pretraining schedule (``src.engine.schedule``, 1-based): with the
+    pretraining schedule (``src.train.schedule``, 1-based): with the
     milestones (60, 80) the rate is 30 for 60 epochs, 3 for 20 and 0.3 for 20.
     """
     lr = config.lr

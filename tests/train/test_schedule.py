@@ -1,10 +1,10 @@
-"""Tests for src.engine.schedule against the demo's adjust_learning_rate."""
+"""Tests for src.train.schedule against the demo's adjust_learning_rate."""
 
 import math
 
 import pytest
 
-from src.engine.schedule import learning_rate, learning_rates
+from src.train.schedule import learning_rate, learning_rates
 
 
 def reference_adjust_learning_rate(epoch, lr, epochs, cos, schedule):

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import dump_cifar_pickle, hwc_to_planar_rows, real_cifar10_root, write_fake_cifar
+from helpers import dump_cifar_pickle, hwc_to_planar_rows, real_cifar10_root, write_fake_cifar
 from src.data import (
     DATASETS,
     ChecksumError,

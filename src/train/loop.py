@@ -22,7 +22,7 @@ def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, ma
     """Runs the compiled step over one epoch's batches.
 
     Args:
-        train_step: A :class:`~src.engine.train_step.MoCoTrainStep`.
+        train_step: A :class:`~src.train.step.MoCoTrainStep`.
         dataset: Batches with columns ``im_1``, ``im_2`` (N x 3 x H x W).
         epoch, epochs: 1-based epoch and total, for display and the shuffle seed.
         lr: Learning rate of this epoch (display only; the optimizer holds it).

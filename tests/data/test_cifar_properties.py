@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import dump_cifar_pickle, write_fake_cifar
+from helpers import dump_cifar_pickle, write_fake_cifar
 from src.data import DatasetError, load_cifar
 
 SETTINGS = settings(max_examples=60, deadline=None,

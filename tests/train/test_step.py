@@ -2,7 +2,7 @@
 import numpy as np
 import mindspore as ms
 
-from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_rate
+from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate
 from src.models import MoCo
 
 LR, WD, M = 0.1, 0.01, 0.9

@@ -6,8 +6,8 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src.engine import checkpoint as ckpt
-from src.engine.train_step import MoCoTrainStep, create_optimizer
+from src.train import checkpoint as ckpt
+from src.train.step import MoCoTrainStep, create_optimizer
 from src.models import MoCo
 
 

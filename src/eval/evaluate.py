@@ -17,7 +17,7 @@ from mindspore import nn
 
 from ..config import ConfigError, parse_args
 from ..models import create_moco
-from .checkpoint import CheckpointError, load_checkpoint
+from ..train.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["TRAINING_CONFIG_NAME", "training_config_path", "load_training_config",
            "restore_encoder"]

@@ -4,7 +4,7 @@ import signal
 
 import numpy as np
 
-from conftest import TINY, checkpoint_arrays, read_log, run_main
+from helpers import TINY, checkpoint_arrays, read_log, run_main
 
 
 def without_seconds(rows):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import visualize
-from src.engine.retrieval import rank_by_similarity
+from src.eval.retrieval import rank_by_similarity
 from src.utils.figures import DPI, retrieval_grid_size
 
 

@@ -1,11 +1,11 @@
-"""Tests for src.engine.knn: weighted kNN vote, chunking, accuracy, normalisation."""
+"""Tests for src.eval.knn: weighted kNN vote, chunking, accuracy, normalisation."""
 
 import math
 
 import numpy as np
 import pytest
 
-from src.engine.knn import default_chunk_size, knn_accuracy, knn_predict, l2_normalize
+from src.eval.knn import default_chunk_size, knn_accuracy, knn_predict, l2_normalize
 
 
 def unit(degrees):

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO_ROOT
 from src.utils.device import ONEDNN_ISA_CAP, ONEDNN_ISA_VARIABLES, cap_onednn_isa
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # One 3x3 64->64 convolution on 32 images of 32x32, and a matmul of the same 2.4 GFLOP.
 CONV_VS_MATMUL = """

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import main as main_module
-from conftest import TINY, checkpoint_arrays, read_log, run_main
+from helpers import TINY, checkpoint_arrays, read_log, run_main
 
 
 def test_end_to_end_results_folder(full_run):

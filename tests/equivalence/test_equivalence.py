@@ -76,13 +76,13 @@ torch = pytest.importorskip(
 
 import mindspore as ms  # noqa: E402
 
-from conftest import write_fake_cifar  # noqa: E402
-from reference import moco_torch as ref  # noqa: E402
+from helpers import write_fake_cifar  # noqa: E402
+from equivalence import moco_torch as ref  # noqa: E402
 from src.data import create_eval_dataset, get_dataset_spec, load_cifar  # noqa: E402
-from src.engine import knn as our_knn  # noqa: E402
-from src.engine.checkpoint import load_checkpoint  # noqa: E402
-from src.engine.schedule import learning_rate  # noqa: E402
-from src.engine.train_step import MoCoTrainStep, create_optimizer, set_learning_rate  # noqa: E402
+from src.eval import knn as our_knn  # noqa: E402
+from src.train.checkpoint import load_checkpoint  # noqa: E402
+from src.train.schedule import learning_rate  # noqa: E402
+from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate  # noqa: E402
 from src.models import MoCo  # noqa: E402
 from src.models import moco as moco_module  # noqa: E402
 from src.tools import convert_pytorch as cv  # noqa: E402

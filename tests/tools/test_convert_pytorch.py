@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-from src.engine.checkpoint import CheckpointError, load_checkpoint
-from src.engine.train_step import MoCoTrainStep, create_optimizer
+from helpers import REPO_ROOT
+from src.train.checkpoint import CheckpointError, load_checkpoint
+from src.train.step import MoCoTrainStep, create_optimizer
 from src.models import MoCo
 from src.tools import convert_pytorch as cv
 
@@ -154,7 +154,7 @@ def test_wrong_extensions_are_a_clear_error(tmp_path, capsys, names):
 def _tiny_demo_checkpoint(path, splits=SPLITS, epoch=5, **extra):
     """Writes a demo-style checkpoint of a tiny reference model with optimizer buffers."""
     torch = pytest.importorskip("torch", reason="PyTorch (test-only dependency) is not installed")
-    from reference.moco_torch import ModelMoCo, create_optimizer as torch_sgd
+    from equivalence.moco_torch import ModelMoCo, create_optimizer as torch_sgd
 
     torch.manual_seed(0)
     model = ModelMoCo(dim=DIM, K=K, bn_splits=splits)

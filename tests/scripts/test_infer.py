@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 import infer
 from src.data import create_eval_dataset, get_dataset_spec, load_cifar
-from src.engine.feature_cache import FeatureCache
-from src.engine.features import (BackboneAndEmbedding, extract_backbone_and_embedding,
+from src.eval.feature_cache import FeatureCache
+from src.eval.features import (BackboneAndEmbedding, extract_backbone_and_embedding,
                                  extract_features)
-from src.engine.knn import knn_predict, l2_normalize
-from src.engine.linear_probe import (LinearProbeConfig, linear_probe_lr, predict_ranked,
+from src.eval.knn import knn_predict, l2_normalize
+from src.eval.linear_probe import (LinearProbeConfig, linear_probe_lr, predict_ranked,
                                      train_linear_classifier)
-from src.engine.metrics import classification_report
+from src.eval.metrics import classification_report
 from src.models import create_backbone
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",

@@ -1,1 +1,0 @@
-"""PyTorch reference implementations used only by the equivalence tests (needs ``torch``)."""
