@@ -70,8 +70,13 @@ def run(cap, task, batch):
         env["ONEDNN_MAX_CPU_ISA"] = cap
     elif cap == "none":
         env["ONEDNN_MAX_CPU_ISA"] = "ALL"  # oneDNN's own choice, which set_device leaves alone
-    proc = subprocess.run([sys.executable, "-c", WORKER, task, str(batch)], env=env,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, task, str(batch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if proc.returncode:
         raise RuntimeError(f"{cap} {task} {batch} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -79,8 +84,11 @@ def run(cap, task, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--caps", nargs="+", default=["none", "project", "AVX2", "AVX2_VNNI",
-                                                      "AVX512_CORE", "AVX512_CORE_BF16"])
+    parser.add_argument(
+        "--caps",
+        nargs="+",
+        default=["none", "project", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_BF16"],
+    )
     parser.add_argument("--step-batches", type=int, nargs="*", default=[64])
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -105,12 +113,19 @@ def main(argv=None):
 
     print(f"{'':28s}" + "".join(f"{cap:>18s}" for cap in args.caps))
     for label, unit, values in rows:
-        cells = [f"{statistics.median(values[c]):10.1f} ({min(values[c]):.0f}-{max(values[c]):.0f})"
-                 if c in values else f"{'skipped':>18s}" for c in args.caps]
+        cells = [
+            f"{statistics.median(values[c]):10.1f} ({min(values[c]):.0f}-{max(values[c]):.0f})"
+            if c in values
+            else f"{'skipped':>18s}"
+            for c in args.caps
+        ]
         print(f"{label + ' ' + unit:28s}" + "".join(f"{cell:>18s}" for cell in cells))
-    result = {"caps": args.caps, "repeats": args.repeats,
-              "rows": {label: {"unit": unit, **values} for label, unit, values in rows},
-              "seconds": round(time.perf_counter() - start)}
+    result = {
+        "caps": args.caps,
+        "repeats": args.repeats,
+        "rows": {label: {"unit": unit, **values} for label, unit, values in rows},
+        "seconds": round(time.perf_counter() - start),
+    }
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
     print(f"{result['seconds']} s; JSON: {args.output}")

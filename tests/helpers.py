@@ -9,7 +9,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import mindspore as ms
 import numpy as np
@@ -94,29 +94,56 @@ def hwc_to_planar_rows(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32))
 
 
-def _batch_dict(name: str, split: str, rows: np.ndarray, labels: np.ndarray, batch_label: str,
-                first_index: int) -> Dict[str, Any]:
+def _batch_dict(
+    name: str, split: str, rows: np.ndarray, labels: np.ndarray, batch_label: str, first_index: int
+) -> dict[str, Any]:
     filenames = [f"fake_{split}_{first_index + i:05d}.png" for i in range(len(labels))]
     if name == "cifar10":
-        return {"batch_label": batch_label, "labels": labels.tolist(), "data": rows,
-                "filenames": filenames}
-    return {"filenames": filenames, "batch_label": batch_label,
-            "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-            "data": rows}
+        return {
+            "batch_label": batch_label,
+            "labels": labels.tolist(),
+            "data": rows,
+            "filenames": filenames,
+        }
+    return {
+        "filenames": filenames,
+        "batch_label": batch_label,
+        "fine_labels": labels.tolist(),
+        "coarse_labels": (labels // 5).tolist(),
+        "data": rows,
+    }
 
 
-def _meta_dict(name: str) -> Dict[str, Any]:
+def _meta_dict(name: str) -> dict[str, Any]:
     spec = get_dataset_spec(name)
     if name == "cifar10":
-        names = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+        names = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ]
         return {"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}
-    return {"fine_label_names": [f"fine_class_{i:02d}" for i in range(spec.num_classes)],
-            "coarse_label_names": [f"coarse_class_{i:02d}" for i in range(20)]}
+    return {
+        "fine_label_names": [f"fine_class_{i:02d}" for i in range(spec.num_classes)],
+        "coarse_label_names": [f"coarse_class_{i:02d}" for i in range(20)],
+    }
 
 
-def write_fake_cifar(root, name: str = "cifar10", n_train: int = 64, n_test: int = 32,
-                     num_classes: Optional[int] = None, seed: int = 0) -> Path:
+def write_fake_cifar(
+    root,
+    name: str = "cifar10",
+    n_train: int = 64,
+    n_test: int = 32,
+    num_classes: Optional[int] = None,
+    seed: int = 0,
+) -> Path:
     """Writes a tiny CIFAR-10/100 in the official on-disk format.
 
     CIFAR-10 gets ``data_batch_1..5`` (train split in 5 near-equal parts),
@@ -141,18 +168,29 @@ def write_fake_cifar(root, name: str = "cifar10", n_train: int = 64, n_test: int
     folder = Path(root) / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
 
-    for split, count, files in (("train", n_train, spec.train_files),
-                                ("test", n_test, spec.test_files)):
+    for split, count, files in (
+        ("train", n_train, spec.train_files),
+        ("test", n_test, spec.test_files),
+    ):
         labels = rng.permutation(np.arange(count) % num_classes)
         rows = hwc_to_planar_rows(fake_images(labels, num_classes, rng))
         start = 0
         for part, (file, part_rows, part_labels) in enumerate(
-                zip(files, np.array_split(rows, len(files)), np.array_split(labels, len(files)),
-                    strict=True)):
-            batch_label = (f"training batch {part + 1} of {len(files)}" if split == "train"
-                           else "testing batch 1 of 1")
-            dump_cifar_pickle(_batch_dict(name, split, part_rows, part_labels, batch_label, start),
-                              folder / file)
+            zip(
+                files,
+                np.array_split(rows, len(files)),
+                np.array_split(labels, len(files)),
+                strict=True,
+            )
+        ):
+            batch_label = (
+                f"training batch {part + 1} of {len(files)}"
+                if split == "train"
+                else "testing batch 1 of 1"
+            )
+            dump_cifar_pickle(
+                _batch_dict(name, split, part_rows, part_labels, batch_label, start), folder / file
+            )
             start += len(part_labels)
     dump_cifar_pickle(_meta_dict(name), folder / spec.meta_file)
     return Path(root)
@@ -171,15 +209,36 @@ def real_cifar10_root() -> Path:
 
 # --------------------------------------------------------------------------- main.py runs
 
-TINY = ["--batch_size", "16", "--moco-k", "32", "--moco-dim", "16", "--bn-splits", "4",
-        "--knn-k", "5", "--schedule", "--lr", "0.03", "--seed", "3"]
+TINY = [
+    "--batch_size",
+    "16",
+    "--moco-k",
+    "32",
+    "--moco-dim",
+    "16",
+    "--bn-splits",
+    "4",
+    "--knn-k",
+    "5",
+    "--schedule",
+    "--lr",
+    "0.03",
+    "--seed",
+    "3",
+]
 """A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
 
 
 def run_main(args, timeout=600, env=None):
     """Runs ``python main.py ARGS`` from the repository root."""
-    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def read_log(results):
@@ -189,5 +248,7 @@ def read_log(results):
 
 def checkpoint_arrays(path):
     """Every entry of a checkpoint as a NumPy array (or the stored string)."""
-    return {name: p.asnumpy() if hasattr(p, "asnumpy") else p
-            for name, p in ms.load_checkpoint(path).items()}
+    return {
+        name: p.asnumpy() if hasattr(p, "asnumpy") else p
+        for name, p in ms.load_checkpoint(path).items()
+    }

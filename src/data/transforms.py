@@ -1,13 +1,11 @@
-"""Per-image transforms of the MoCo CIFAR recipe, built from MindSpore's C++ ops.
+"""Per-image transforms of the MoCo CIFAR recipe, all MindSpore C++ ops (no Python per image).
 
-Every function returns a list of ``mindspore.dataset`` operations that maps a
-uint8 HWC RGB image (32, 32, 3) to a normalised float32 CHW tensor (3, 32, 32).
-All ops run in C++ so that a map needs no Python call per image.
+Each list maps a uint8 HWC RGB image (32, 32, 3) to a normalised float32 CHW tensor (3, 32, 32).
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
@@ -23,17 +21,10 @@ HUE = 0.1
 
 
 def random_grayscale(prob: float) -> transforms.RandomApply:
-    """Turns an RGB image grey with probability ``prob``, keeping 3 channels.
+    """Turns a uint8 HWC RGB image grey with probability ``prob``, keeping 3 channels.
 
-    ``vision.RandomGrayscale`` only accepts PIL images, so this composes two C++
-    colour conversions instead. OpenCV's RGB2GRAY uses the same 0.299/0.587/0.114
-    weights as PIL (values agree to within 1 of 255 because of rounding).
-
-    Args:
-        prob: Probability of converting the image.
-
-    Returns:
-        A C++ ``RandomApply`` op on uint8 HWC RGB images.
+    ``vision.RandomGrayscale`` only takes PIL images; OpenCV's RGB2GRAY uses PIL's
+    0.299/0.587/0.114 weights (values agree to within 1 of 255 because of rounding).
     """
     return transforms.RandomApply(
         [
@@ -44,16 +35,8 @@ def random_grayscale(prob: float) -> transforms.RandomApply:
     )
 
 
-def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> List:
-    """Maps uint8 HWC to float32 CHW ``(x / 255 - mean) / std``.
-
-    Args:
-        mean: Per-channel mean on the [0, 1] scale.
-        std: Per-channel std on the [0, 1] scale.
-
-    Returns:
-        List of ops: rescale to [0, 1], normalise, HWC to CHW.
-    """
+def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> list:
+    """Maps uint8 HWC to float32 CHW ``(x / 255 - mean) / std`` (mean, std on the [0, 1] scale)."""
     return [
         vision.Rescale(1.0 / 255.0, 0.0),
         vision.Normalize(mean=list(mean), std=list(std)),
@@ -61,18 +44,11 @@ def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> List:
     ]
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float]) -> List:
-    """Augmentations of ONE view, as in the PyTorch MoCo CIFAR-10 demo.
+def train_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
+    """Augmentations of ONE view, as in the PyTorch MoCo CIFAR-10 demo, then normalisation.
 
-    RandomResizedCrop(32, scale (0.08, 1)), horizontal flip, colour jitter
-    (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale with p=0.2, then normalisation.
-
-    Args:
-        mean: Per-channel mean on the [0, 1] scale.
-        std: Per-channel std on the [0, 1] scale.
-
-    Returns:
-        List of C++ ops producing float32 (3, 32, 32).
+    RandomResizedCrop(32, scale (0.08, 1)), horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1)
+    with p=0.8, grayscale with p=0.2.
     """
     return [
         vision.RandomResizedCrop(
@@ -88,16 +64,8 @@ def train_transforms(mean: Sequence[float], std: Sequence[float]) -> List:
     ]
 
 
-def test_transforms(mean: Sequence[float], std: Sequence[float]) -> List:
-    """Evaluation transform: normalisation only.
-
-    Args:
-        mean: Per-channel mean on the [0, 1] scale.
-        std: Per-channel std on the [0, 1] scale.
-
-    Returns:
-        List of C++ ops producing float32 (3, 32, 32).
-    """
+def test_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
+    """Evaluation transform: normalisation only."""
     return to_normalized_chw(mean, std)
 
 

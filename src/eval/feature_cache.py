@@ -1,12 +1,9 @@
 """On-disk cache of a checkpoint's features, so a second evaluation skips the forward passes.
 
-Extracting features of the 60,000 CIFAR images takes a quarter of an hour on
-a CPU; the kNN, the linear probe and the retrieval figure all read the same
-arrays. Each entry is one ``.npz`` file in the results folder holding the
-arrays plus the key they were computed for: the checkpoint's size and
-modification time (``main.py`` rewrites ``model_last.ckpt`` every epoch), the
-data set, split and images, and which arrays are stored. An entry whose key
-differs, or which cannot be read, is recomputed and overwritten.
+The kNN, the linear probe and the retrieval figure read the same arrays. Each entry is one
+``.npz`` beside the checkpoint holding the arrays and the key they were computed for (the
+checkpoint's size and mtime, the data, which arrays); an entry whose key differs, or that
+cannot be read, is recomputed and overwritten.
 
 Example::
 
@@ -15,18 +12,17 @@ Example::
     result = cache.get_or_compute("cifar10-train", key, compute_train_features)
     result.arrays["embedding"], result.loaded
 """
+
 import hashlib
 import json
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..utils.io import atomic_write
-
-__all__ = ["CACHE_FORMAT", "CachedArrays", "FeatureCache", "split_digest"]
 
 # Bumped whenever what is stored, or how it is computed, changes.
 CACHE_FORMAT = 1
@@ -34,7 +30,7 @@ _KEY_FIELD = "__cache_key__"
 
 
 def split_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """Short digest of a split's images and labels (about 0.2 s for CIFAR-10's train split).
+    """Short digest of a split's images and labels.
 
     Keys the cache on the data actually read, so a different ``--data-dir`` or
     subset never reuses features of other images.
@@ -56,7 +52,7 @@ class CachedArrays:
         save_error: Why a computed result could not be written, if it could not.
     """
 
-    arrays: Dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
     loaded: bool
     path: str
     save_error: Optional[str] = None
@@ -81,7 +77,7 @@ class FeatureCache:
         """File of the entry ``name``, e.g. ``features-model_last-cifar10-train.npz``."""
         return os.path.join(self.directory, f"features-{self.checkpoint_stem}-{name}.npz")
 
-    def key(self, split: str, **details: Any) -> Dict[str, Any]:
+    def key(self, split: str, **details: Any) -> dict[str, Any]:
         """Key of a split's features: the checkpoint's identity plus ``details``.
 
         Args:
@@ -93,10 +89,15 @@ class FeatureCache:
             A dict to pass to :meth:`get_or_compute`.
         """
         stat = os.stat(self.checkpoint_path)
-        return {"format": CACHE_FORMAT, "checkpoint_size": stat.st_size,
-                "checkpoint_mtime_ns": stat.st_mtime_ns, "split": split, **details}
+        return {
+            "format": CACHE_FORMAT,
+            "checkpoint_size": stat.st_size,
+            "checkpoint_mtime_ns": stat.st_mtime_ns,
+            "split": split,
+            **details,
+        }
 
-    def load(self, name: str, key: Dict[str, Any]) -> Optional[Dict[str, np.ndarray]]:
+    def load(self, name: str, key: dict[str, Any]) -> Optional[dict[str, np.ndarray]]:
         """Returns the arrays stored under ``name`` if their key equals ``key``, else None."""
         path = self.path(name)
         if not os.path.isfile(path):
@@ -109,18 +110,21 @@ class FeatureCache:
         except (OSError, ValueError, zipfile.BadZipFile, EOFError):
             return None  # truncated or foreign file: recompute and overwrite it
 
-    def save(self, name: str, key: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> str:
+    def save(self, name: str, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
         """Writes ``arrays`` under ``name``, atomically (temporary file, then rename).
 
         Raises:
             OSError: If the folder is not writable.
         """
         os.makedirs(self.directory, exist_ok=True)
-        return atomic_write(self.path(name), lambda tmp: np.savez(
-            tmp, **arrays, **{_KEY_FIELD: np.array(_encode(key))}))
+        return atomic_write(
+            self.path(name),
+            lambda tmp: np.savez(tmp, **arrays, **{_KEY_FIELD: np.array(_encode(key))}),
+        )
 
-    def get_or_compute(self, name: str, key: Dict[str, Any],
-                       compute: Callable[[], Dict[str, np.ndarray]]) -> CachedArrays:
+    def get_or_compute(
+        self, name: str, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
+    ) -> CachedArrays:
         """Loads the entry ``name`` if its key matches, else computes and stores it.
 
         A cache that cannot be written does not fail the evaluation: the
@@ -144,5 +148,5 @@ class FeatureCache:
             return CachedArrays(arrays, loaded=False, path=self.path(name), save_error=str(err))
 
 
-def _encode(key: Dict[str, Any]) -> str:
+def _encode(key: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)

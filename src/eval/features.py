@@ -1,57 +1,24 @@
-"""Feature extraction for the kNN monitor and evaluation."""
-import numpy as np
+"""Feature extraction from a frozen encoder, and the kNN monitor of training."""
+
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 
+from ..data import create_eval_dataset, get_dataset_spec
 from ..utils.progress import Progress
-from .knn import knn_accuracy, knn_predict, l2_normalize
+from .knn import knn_predict, l2_normalize
+from .metrics import topk_accuracy
 
-
-def _pad_batch(images, batch_size):
-    """Pads a short last batch with copies of its last image; returns it and the real count."""
-    n = len(images)
-    if n < batch_size:
-        images = np.concatenate([images, np.repeat(images[-1:], batch_size - n, axis=0)])
-    return images, n
-
-
-def extract_features(encoder, dataset, batch_size):
-    """L2-normalised features of every image of an eval dataset, in order.
-
-    The last, smaller batch is padded to ``batch_size`` so a compiled graph
-    sees one input shape only.
-
-    Returns:
-        ``(features, labels)``: float32 N x D and int N.
-    """
-    encoder.set_train(False)
-    features, labels = [], []
-    for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        images, n = _pad_batch(batch["image"], batch_size)
-        features.append(encoder(ms.Tensor(images)).asnumpy()[:n])
-        labels.append(batch["label"])
-    return l2_normalize(np.concatenate(features)), np.concatenate(labels)
-
-
-def knn_monitor(encoder, bank_dataset, test_dataset, num_classes, k, t, batch_size):
-    """Weighted kNN accuracy (percent) of ``encoder``: train-set bank, test-set queries."""
-    bank, bank_labels = extract_features(encoder, bank_dataset, batch_size)
-    queries, labels = extract_features(encoder, test_dataset, batch_size)
-    ranked = knn_predict(queries, bank, bank_labels, num_classes, k, t)
-    return knn_accuracy(ranked, labels, topk=(1, min(5, num_classes)))
+EVAL_BATCH_SIZE = 256
 
 
 class BackboneAndEmbedding(nn.Cell):
-    """Runs an encoder once and returns its pooled features and its fc output.
+    """Runs an encoder once; returns its pooled backbone features and its fc output.
 
-    Build it once per encoder and reuse it: in graph mode every new cell is
-    compiled again.
-
-    Args:
-        encoder: A :class:`~src.models.ResNetCifar` (e.g. ``MoCo.encoder_q``).
+    Build it once per encoder and reuse it: in graph mode every new cell is compiled again.
     """
 
-    def __init__(self, encoder):
+    def __init__(self, encoder: nn.Cell):
         # auto_prefix=False keeps the encoder's parameter names (they match checkpoints).
         super().__init__(auto_prefix=False)
         self.encoder = encoder
@@ -61,36 +28,70 @@ class BackboneAndEmbedding(nn.Cell):
         return features, self.encoder.net[-1](features)
 
 
-def extract_backbone_and_embedding(network, dataset, batch_size, desc="Features"):
-    """Backbone features and L2-normalised embeddings of every image of an eval dataset, in order.
+def _pad_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pads a short last batch with copies of its last image: one input shape, one graph."""
+    missing = batch_size - len(images)
+    return np.concatenate([images, np.repeat(images[-1:], missing, axis=0)]) if missing else images
 
-    One forward pass gives both what linear evaluation trains on (the pooled
-    features before the fc, 512-d for ResNet-18, not normalised) and what
-    the kNN monitor compares (the fc output, L2-normalised). As in
-    :func:`extract_features`, the last smaller batch is padded to
-    ``batch_size`` so a compiled graph sees one input shape only.
 
-    Args:
-        network: A :class:`BackboneAndEmbedding`.
-        dataset: Batches with columns ``image`` and ``label``, e.g. from
-            ``create_eval_dataset``.
-        batch_size: The dataset's batch size.
-        desc: Label of the progress display.
+def extract_features(
+    network: BackboneAndEmbedding, dataset, batch_size: int, desc: str = "Features"
+) -> dict[str, np.ndarray]:
+    """Features of every image of an eval dataset (``image``, ``label`` columns), in order.
 
-    Returns:
-        ``(backbone, embedding, labels)``: float32 N x F, float32 N x D with
-        unit rows, and int N.
+    Returns ``backbone`` (N x F, what the linear probe trains on), ``embedding`` (N x D,
+    L2-normalised: what the kNN compares) and ``labels`` (N).
     """
     network.set_train(False)
     progress = Progress(dataset.get_dataset_size(), desc, batch_size)
     backbone, embedding, labels = [], [], []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
-        images, n = _pad_batch(batch["image"], batch_size)
-        features, fc_output = network(ms.Tensor(images))
+        n = len(batch["image"])
+        features, fc_output = network(ms.Tensor(_pad_batch(batch["image"], batch_size)))
         backbone.append(features.asnumpy()[:n])
         embedding.append(fc_output.asnumpy()[:n])
         labels.append(batch["label"])
         progress.update()
     progress.close()
-    return (np.concatenate(backbone), l2_normalize(np.concatenate(embedding)),
-            np.concatenate(labels))
+    return {
+        "backbone": np.concatenate(backbone),
+        "embedding": l2_normalize(np.concatenate(embedding)),
+        "labels": np.concatenate(labels),
+    }
+
+
+class KnnMonitor:
+    """Weighted kNN top-1 (percent) of an encoder: train split as bank, test split as queries."""
+
+    def __init__(
+        self,
+        encoder: nn.Cell,
+        train,
+        test,
+        dataset: str,
+        k: int,
+        t: float,
+        workers: int = 1,
+        batch_size: int = EVAL_BATCH_SIZE,
+    ):
+        self.network = BackboneAndEmbedding(encoder)
+        self.train, self.test, self.k, self.t = train, test, k, t
+        self.spec, self.workers, self.batch_size = get_dataset_spec(dataset), workers, batch_size
+
+    def _features(self, split, name: str) -> dict[str, np.ndarray]:
+        dataset = create_eval_dataset(
+            split, self.spec.mean, self.spec.std, self.batch_size, self.workers
+        )
+        return extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
+
+    def __call__(self) -> float:
+        bank, queries = self._features(self.train, "bank"), self._features(self.test, "test")
+        ranked = knn_predict(
+            queries["embedding"],
+            bank["embedding"],
+            bank["labels"],
+            self.train.num_classes,
+            self.k,
+            self.t,
+        )
+        return topk_accuracy(ranked, queries["labels"], topk=(1,))["top1"]

@@ -7,18 +7,13 @@ similarity is the cosine.
 
 Example::
 
-    bank = l2_normalize(train_features)
-    ranked = knn_predict(l2_normalize(test_features), bank, train_labels,
-                         num_classes=10, k=200, t=0.1)
-    knn_accuracy(ranked, test_labels)  # {"top1": ..., "top5": ...}
+    ranked = knn_predict(l2_normalize(test_features), l2_normalize(train_features),
+                         train_labels, num_classes=10, k=200, t=0.1)  # B x C, best first
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Optional
 
 import numpy as np
-
-__all__ = ["l2_normalize", "knn_predict", "knn_accuracy", "default_chunk_size",
-           "MAX_CHUNK_BYTES"]
 
 # Budget for the per-chunk working arrays (similarities and the argpartition
 # indices), so a 50k-image bank never needs a 10k x 50k matrix at once.
@@ -58,14 +53,15 @@ def default_chunk_size(bank_size: int, itemsize: int = 4) -> int:
     return max(1, MAX_CHUNK_BYTES // bytes_per_query)
 
 
-def _rank_classes(sim: np.ndarray, bank_labels: np.ndarray, num_classes: int, k: int,
-                  t: float) -> np.ndarray:
+def _rank_classes(
+    sim: np.ndarray, bank_labels: np.ndarray, num_classes: int, k: int, t: float
+) -> np.ndarray:
     """Ranks classes for one chunk of queries given their similarity rows."""
     num_queries, bank_size = sim.shape
     if k < bank_size:
         # Partition puts the k largest at the end, unordered: order does not
         # matter for a sum of weights.
-        neighbours = np.argpartition(sim, bank_size - k, axis=1)[:, bank_size - k:]
+        neighbours = np.argpartition(sim, bank_size - k, axis=1)[:, bank_size - k :]
     else:
         neighbours = np.broadcast_to(np.arange(bank_size), (num_queries, bank_size))
     weights = np.exp(np.take_along_axis(sim, neighbours, axis=1).astype(np.float64) / t)
@@ -73,15 +69,22 @@ def _rank_classes(sim: np.ndarray, bank_labels: np.ndarray, num_classes: int, k:
     # One bincount over (query, class) cells replaces the reference's one-hot
     # tensor of shape (B, k, classes).
     cells = np.arange(num_queries)[:, None] * num_classes + neighbour_labels
-    scores = np.bincount(cells.ravel(), weights=weights.ravel(),
-                         minlength=num_queries * num_classes).reshape(num_queries, num_classes)
+    scores = np.bincount(
+        cells.ravel(), weights=weights.ravel(), minlength=num_queries * num_classes
+    ).reshape(num_queries, num_classes)
     # Stable sort of negated scores: ties go to the lower class index.
     return np.argsort(-scores, axis=1, kind="stable")
 
 
-def knn_predict(features: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
-                num_classes: int, k: int, t: float,
-                chunk_size: Optional[int] = None) -> np.ndarray:
+def knn_predict(
+    features: np.ndarray,
+    bank: np.ndarray,
+    bank_labels: np.ndarray,
+    num_classes: int,
+    k: int,
+    t: float,
+    chunk_size: Optional[int] = None,
+) -> np.ndarray:
     """Ranks classes for each query by a similarity-weighted kNN vote.
 
     Args:
@@ -112,7 +115,8 @@ def knn_predict(features: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
     bank_labels = np.asarray(bank_labels)
     if features.ndim != 2 or bank.ndim != 2 or features.shape[1] != bank.shape[1]:
         raise ValueError(
-            f"features (B, D) and bank (N, D) must share D, got {features.shape} and {bank.shape}")
+            f"features (B, D) and bank (N, D) must share D, got {features.shape} and {bank.shape}"
+        )
     if bank_labels.shape != (bank.shape[0],):
         raise ValueError(f"bank_labels must have shape ({bank.shape[0]},), got {bank_labels.shape}")
     if bank.shape[0] == 0:
@@ -125,7 +129,8 @@ def knn_predict(features: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
         # Out-of-range labels would silently vote into a neighbouring query's row.
         raise ValueError(
             f"bank_labels must lie in [0, {num_classes}), got [{bank_labels.min()}, "
-            f"{bank_labels.max()}]")
+            f"{bank_labels.max()}]"
+        )
     if chunk_size is None:
         chunk_size = default_chunk_size(bank.shape[0], np.result_type(features, bank).itemsize)
     if chunk_size < 1:
@@ -139,37 +144,3 @@ def knn_predict(features: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
         sim = features[start:stop] @ bank.T
         ranked[start:stop] = _rank_classes(sim, bank_labels, num_classes, k, t)
     return ranked
-
-
-def knn_accuracy(pred_ranked: np.ndarray, labels: np.ndarray,
-                 topk: Sequence[int] = (1, 5)) -> Dict[str, float]:
-    """Top-k accuracies, in percent, of ranked class predictions.
-
-    Args:
-        pred_ranked: Ranked class indices, shape (B, C), as from
-            ``knn_predict``.
-        labels: True labels, shape (B,).
-        topk: Values of k to report.
-
-    Returns:
-        ``{"top1": ..., "top5": ...}``: percentage of queries whose label is
-        among their first k predictions.
-
-    Raises:
-        ValueError: If there are no queries, shapes disagree, or a k exceeds C.
-    """
-    pred_ranked = np.asarray(pred_ranked)
-    labels = np.asarray(labels)
-    if pred_ranked.ndim != 2 or labels.shape != (pred_ranked.shape[0],):
-        raise ValueError(f"need pred_ranked (B, C) and labels (B,), got {pred_ranked.shape} "
-                         f"and {labels.shape}")
-    if labels.shape[0] == 0:
-        raise ValueError("no queries to score")
-    hits = pred_ranked == labels[:, None]
-    accuracy = {}
-    for k in topk:
-        if not 1 <= k <= pred_ranked.shape[1]:
-            raise ValueError(f"top-k needs 1 <= k <= {pred_ranked.shape[1]} classes, got {k}")
-        correct = int(hits[:, :k].any(axis=1).sum())
-        accuracy[f"top{k}"] = 100.0 * correct / labels.shape[0]
-    return accuracy

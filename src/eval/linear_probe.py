@@ -7,8 +7,8 @@ momentum 0.9, lr 30, no weight decay, 100 epochs, lr x0.1 at epochs 60 and
 bias. That script augments every image (random crop, flip) and so runs the
 backbone in every step. Here the classifier trains on features extracted
 once, from the un-augmented test-transform images: the same optimiser and
-schedule on cached centre features, which makes 100 epochs take seconds on
-a CPU but typically scores a little lower than the augmented protocol.
+schedule on cached centre features, much cheaper, but typically a little
+lower than the augmented protocol.
 
 The classifier is a few matrix products per step, so it runs in NumPy,
 like the kNN monitor: exact ``torch.optim.SGD`` semantics, no graph
@@ -19,14 +19,12 @@ Example::
     classifier = train_linear_classifier(train_features, train_labels, num_classes=10)
     ranked = predict_ranked(classifier, test_features)  # (B, C), best class first
 """
+
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import numpy as np
-
-__all__ = ["LinearProbeConfig", "LinearClassifier", "linear_probe_lr", "train_linear_classifier",
-           "predict_ranked"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class LinearProbeConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     cos: bool = False
-    schedule: Tuple[int, ...] = field(default=(60, 80))
+    schedule: tuple[int, ...] = field(default=(60, 80))
     seed: int = 0
     init_std: float = 0.01
 
@@ -90,23 +88,34 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _validate(features: np.ndarray, labels: np.ndarray, num_classes: int,
-              config: LinearProbeConfig) -> None:
+def _validate(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, config: LinearProbeConfig
+) -> None:
     if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] == 0:
-        raise ValueError(f"need features (N, F) and labels (N,) with N > 0, got {features.shape} "
-                         f"and {labels.shape}")
-    if (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
-            or labels.max() >= num_classes):
+        raise ValueError(
+            f"need features (N, F) and labels (N,) with N > 0, got {features.shape} "
+            f"and {labels.shape}"
+        )
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or labels.min() < 0
+        or labels.max() >= num_classes
+    ):
         raise ValueError(f"labels must be integers in [0, {num_classes})")
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {config.epochs}, "
-                         f"{config.batch_size}, {config.lr}")
+        raise ValueError(
+            f"need epochs >= 1, batch_size >= 1, lr > 0; got {config.epochs}, "
+            f"{config.batch_size}, {config.lr}"
+        )
 
 
-def train_linear_classifier(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                            config: LinearProbeConfig = LinearProbeConfig(),
-                            on_epoch: Optional[Callable[[int, float, float], None]] = None,
-                            ) -> LinearClassifier:
+def train_linear_classifier(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    config: LinearProbeConfig = LinearProbeConfig(),
+    on_epoch: Optional[Callable[[int, float, float], None]] = None,
+) -> LinearClassifier:
     """Trains a linear softmax classifier with cross-entropy and SGD with momentum.
 
     Each step follows ``torch.optim.SGD``: ``g = grad + wd * w``,
@@ -143,7 +152,7 @@ def train_linear_classifier(features: np.ndarray, labels: np.ndarray, num_classe
         order = rng.permutation(num_samples)
         total_loss = 0.0
         for start in range(0, num_samples, config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             x, y = features[index], labels[index]
             probs = _softmax(x @ weight.T + bias)
             rows = np.arange(len(index))
@@ -166,4 +175,3 @@ def predict_ranked(classifier: LinearClassifier, features: np.ndarray) -> np.nda
     """Classes ranked by logit, best first, shape (B, C); ties rank the lower index first."""
     logits = np.asarray(features, dtype=np.float32) @ classifier.weight.T + classifier.bias
     return np.argsort(-logits, axis=1, kind="stable")
-

@@ -6,11 +6,10 @@ Example::
     result.nearest[0]          # train indices most similar to test image 3, best first
     result.farthest_scores[0]  # the lowest similarities, lowest first
 """
+
 from dataclasses import dataclass
 
 import numpy as np
-
-__all__ = ["Retrieval", "rank_by_similarity"]
 
 
 @dataclass
@@ -50,8 +49,9 @@ def rank_by_similarity(queries: np.ndarray, bank: np.ndarray, topk: int) -> Retr
     queries = np.atleast_2d(np.asarray(queries))
     bank = np.asarray(bank)
     if bank.ndim != 2 or queries.shape[1] != bank.shape[1] or bank.shape[0] == 0:
-        raise ValueError(f"need queries (Q, D) and a non-empty bank (N, D), got {queries.shape} "
-                         f"and {bank.shape}")
+        raise ValueError(
+            f"need queries (Q, D) and a non-empty bank (N, D), got {queries.shape} and {bank.shape}"
+        )
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
     topk = min(topk, bank.shape[0])
@@ -60,7 +60,9 @@ def rank_by_similarity(queries: np.ndarray, bank: np.ndarray, topk: int) -> Retr
     nearest = order[:, :topk]
     # A second stable sort, not the first one reversed: ties keep the lower index first here too.
     farthest = np.argsort(scores, axis=1, kind="stable")[:, :topk]
-    return Retrieval(nearest=nearest,
-                     nearest_scores=np.take_along_axis(scores, nearest, axis=1),
-                     farthest=farthest,
-                     farthest_scores=np.take_along_axis(scores, farthest, axis=1))
+    return Retrieval(
+        nearest=nearest,
+        nearest_scores=np.take_along_axis(scores, nearest, axis=1),
+        farthest=farthest,
+        farthest_scores=np.take_along_axis(scores, farthest, axis=1),
+    )

@@ -1,12 +1,13 @@
 """MoCo: Momentum Contrast for unsupervised visual representation learning (He et al., 2020)."""
-import numpy as np
+
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 
 from .resnet import create_backbone
 
 
-def l2_normalize(x, axis=1, eps=1e-12):
+def _normalize(x, axis=1, eps=1e-12):
     """``x / max(||x||, eps)`` along ``axis``, as ``torch.nn.functional.normalize``."""
     norm = ops.sqrt((x * x).sum(axis=axis, keepdims=True))
     return x / ops.maximum(norm, eps)
@@ -18,7 +19,7 @@ class MoCo(nn.Cell):
     ``construct`` returns the InfoNCE loss and the keys to enqueue; the
     momentum update and the enqueue are separate steps so the training step
     can run them around the gradient computation, in the reference's order:
-    momentum update, loss, enqueue, SGD step.
+    momentum update, loss, SGD step, enqueue.
 
     Args:
         dim: Feature dimension (``moco-dim``).
@@ -31,17 +32,19 @@ class MoCo(nn.Cell):
         seed: Seed of the random initial queue.
     """
 
-    def __init__(self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8,
-                 symmetric=False, seed=0):
+    def __init__(
+        self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8, symmetric=False, seed=0
+    ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
         self.encoder_q = create_backbone(arch, dim, bn_splits)
         self.encoder_k = create_backbone(arch, dim, bn_splits)
-        # Only learnable weights follow encoder_q; BN running statistics don't (as in the reference).
+        # Only learnable weights follow encoder_q, not BN running statistics (as in the demo).
         self.params_q = ms.ParameterTuple(self.encoder_q.trainable_params())
         k_params = dict(self.encoder_k.parameters_and_names())
         self.params_k = ms.ParameterTuple(
-            [k_params[name] for name, p in self.encoder_q.parameters_and_names() if p.requires_grad])
+            [k_params[name] for name, p in self.encoder_q.parameters_and_names() if p.requires_grad]
+        )
         for param_q, param_k in zip(self.params_q, self.params_k):
             param_k.set_data(param_q.data.copy())
         for param_k in self.encoder_k.get_parameters():
@@ -50,7 +53,9 @@ class MoCo(nn.Cell):
         queue = np.random.default_rng(seed).standard_normal((K, dim)).astype(np.float32)
         queue /= np.linalg.norm(queue, axis=1, keepdims=True)
         self.queue = ms.Parameter(ms.Tensor(queue), name="queue", requires_grad=False)  # K x C
-        self.queue_ptr = ms.Parameter(ms.Tensor([0], ms.int32), name="queue_ptr", requires_grad=False)
+        self.queue_ptr = ms.Parameter(
+            ms.Tensor([0], ms.int32), name="queue_ptr", requires_grad=False
+        )
 
     def momentum_update_key_encoder(self):
         """``k <- m * k + (1 - m) * q`` for every learnable weight."""
@@ -84,9 +89,9 @@ class MoCo(nn.Cell):
         Returns:
             ``(loss, k)``; the keys ``k`` are L2-normalised, N x C.
         """
-        q = l2_normalize(self.encoder_q(im_q))  # N x C
+        q = _normalize(self.encoder_q(im_q))  # N x C
         k = self.encoder_k(self._batch_shuffle(im_k, idx_shuffle))
-        k = ops.stop_gradient(self._batch_unshuffle(l2_normalize(k), idx_shuffle))  # N x C
+        k = ops.stop_gradient(self._batch_unshuffle(_normalize(k), idx_shuffle))  # N x C
 
         l_pos = (q * k).sum(axis=1, keepdims=True)  # N x 1
         l_neg = ops.matmul(q, ops.stop_gradient(self.queue).T)  # N x K
@@ -115,5 +120,13 @@ class MoCo(nn.Cell):
 
 def create_moco(args):
     """Builds :class:`MoCo` from a resolved config namespace."""
-    return MoCo(dim=args.moco_dim, K=args.moco_k, m=args.moco_m, T=args.moco_t, arch=args.arch,
-                bn_splits=args.bn_splits, symmetric=args.symmetric, seed=args.seed)
+    return MoCo(
+        dim=args.moco_dim,
+        K=args.moco_k,
+        m=args.moco_m,
+        T=args.moco_t,
+        arch=args.arch,
+        bn_splits=args.bn_splits,
+        symmetric=args.symmetric,
+        seed=args.seed,
+    )

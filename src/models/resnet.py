@@ -1,4 +1,5 @@
 """ResNet-18 for 32x32 images, laid out like the PyTorch MoCo CIFAR demo's ``ModelBase``."""
+
 import math
 from functools import partial
 
@@ -9,13 +10,27 @@ from .split_bn import SplitBatchNorm
 
 
 def conv3x3(in_channels, out_channels, stride=1):
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, pad_mode="pad", padding=1,
-                     has_bias=False, weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        3,
+        stride=stride,
+        pad_mode="pad",
+        padding=1,
+        has_bias=False,
+        weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
+    )
 
 
 def conv1x1(in_channels, out_channels, stride=1):
-    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, has_bias=False,
-                     weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        1,
+        stride=stride,
+        has_bias=False,
+        weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
+    )
 
 
 class BasicBlock(nn.Cell):
@@ -32,7 +47,9 @@ class BasicBlock(nn.Cell):
         self.bn2 = norm(channels)
         self.downsample = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.SequentialCell(conv1x1(in_channels, channels, stride), norm(channels))
+            self.downsample = nn.SequentialCell(
+                conv1x1(in_channels, channels, stride), norm(channels)
+            )
 
     def construct(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -65,16 +82,31 @@ class ResNetCifar(nn.Cell):
         super().__init__()
         widths = (64, 128, 256, 512)
         # The demo swaps torchvision's 7x7 stem for a fresh nn.Conv2d: PyTorch's default init.
-        stem = nn.Conv2d(3, 64, 3, stride=1, pad_mode="pad", padding=1, has_bias=False,
-                         weight_init=HeUniform(negative_slope=math.sqrt(5)))
+        stem = nn.Conv2d(
+            3,
+            64,
+            3,
+            stride=1,
+            pad_mode="pad",
+            padding=1,
+            has_bias=False,
+            weight_init=HeUniform(negative_slope=math.sqrt(5)),
+        )
         stages, in_channels = [], 64
         for i, (width, blocks) in enumerate(zip(widths, layers)):
             stages.append(_make_layer(in_channels, width, blocks, 1 if i == 0 else 2, norm))
             in_channels = width
-        self.net = nn.SequentialCell([
-            stem, norm(64), nn.ReLU(), *stages,
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dense(512, num_classes),
-        ])
+        self.net = nn.SequentialCell(
+            [
+                stem,
+                norm(64),
+                nn.ReLU(),
+                *stages,
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Dense(512, num_classes),
+            ]
+        )
         self.feature_dim = 512
 
     def construct(self, x):

@@ -1,5 +1,7 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
+
 import os
+from typing import Optional
 
 import mindspore as ms
 
@@ -7,6 +9,7 @@ from ..models.split_bn import SCRATCH_PREFIX
 from ..utils import faults
 from ..utils.io import atomic_write
 
+CHECKPOINT_NAME = "model_last.ckpt"
 # Recorded in every checkpoint; a resume with other values would not fit the model.
 MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
 
@@ -19,7 +22,7 @@ def _state(cell):
     return {p.name: p for p in cell.get_parameters() if SCRATCH_PREFIX not in p.name}
 
 
-def save_checkpoint(cell, path, epoch, args):
+def save_checkpoint(cell, path: str, epoch: int, args) -> None:
     """Writes all parameters of ``cell`` (model, queue, optimizer state), the epoch and the
     model settings, atomically: ``path`` holds either the old or the new state."""
     meta = {"epoch": int(epoch), **{key: getattr(args, key) for key in MODEL_KEYS}}
@@ -32,57 +35,73 @@ def save_checkpoint(cell, path, epoch, args):
     try:
         atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"could not write checkpoint {path}: {err}; "
-                              "the previous checkpoint, if any, is unchanged") from err
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {err}; "
+            "the previous checkpoint, if any, is unchanged"
+        ) from err
 
 
-def read_checkpoint(path):
-    """Loads a checkpoint file into a ``{name: Parameter}`` dict."""
+def read_checkpoint(path: str) -> dict:
+    """Reads a checkpoint file: ``{name: Parameter}`` plus its metadata entries."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return ms.load_checkpoint(path)
     except (RuntimeError, ValueError, OSError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a MindSpore "
-                              f"checkpoint): {err}") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (corrupt or not a MindSpore checkpoint): {err}"
+        ) from err
 
 
 def _scalar(value):
     return value.asnumpy().item() if hasattr(value, "asnumpy") else value
 
 
-def load_checkpoint(cell, path, args, prefix=""):
-    """Loads a checkpoint into ``cell`` after checking that it fits.
+def checkpoint_settings(saved: dict) -> dict:
+    """The epoch and model settings (``MODEL_KEYS``) a read checkpoint records."""
+    return {key: _scalar(saved[key]) for key in ("epoch", *MODEL_KEYS) if key in saved}
 
-    Args:
-        cell: The cell to restore (e.g. the training step, or an encoder).
-        path: Checkpoint file written by :func:`save_checkpoint`.
-        args: Config; its model keys must match those in the checkpoint.
-        prefix: Load only checkpoint entries starting with this prefix,
-            stripped (e.g. ``"encoder_q."`` to restore a bare backbone).
 
-    Returns:
-        The epoch stored in the checkpoint.
+def load_checkpoint(
+    cell, path: str, args=None, prefix: str = "", saved: Optional[dict] = None
+) -> int:
+    """Loads a checkpoint into ``cell`` after checking that it fits; returns its epoch.
+
+    ``args``, if given, must have the checkpoint's model settings. ``prefix`` selects the
+    entries to load, stripped (``"encoder_q."`` restores a bare backbone). ``saved``: the
+    file's content if already read.
     """
-    saved = read_checkpoint(path)
+    saved = read_checkpoint(path) if saved is None else saved
+    settings = checkpoint_settings(saved)
     for key in MODEL_KEYS:
-        if key in saved and _scalar(saved[key]) != getattr(args, key):
+        if args is not None and key in settings and settings[key] != getattr(args, key):
             raise CheckpointError(
-                f"checkpoint {path} is from another model: it has {key}={_scalar(saved[key])!r}, "
-                f"the config has {key}={getattr(args, key)!r}")
+                f"checkpoint {path} is from another model: it has {key}={settings[key]!r}, "
+                f"the config has {key}={getattr(args, key)!r}"
+            )
     expected = _state(cell)
-    found = {name[len(prefix):]: p for name, p in saved.items() if name.startswith(prefix)}
+    found = {name[len(prefix) :]: p for name, p in saved.items() if name.startswith(prefix)}
     missing = sorted(set(expected) - set(found))
-    mismatched = sorted(name for name in set(expected) & set(found)
-                        if tuple(expected[name].shape) != tuple(found[name].shape))
+    mismatched = sorted(
+        name
+        for name in set(expected) & set(found)
+        if tuple(expected[name].shape) != tuple(found[name].shape)
+    )
     if missing or mismatched:
         details = []
         if missing:
-            details.append(f"missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+            details.append(
+                f"missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+            )
         if mismatched:
-            details.append("shape mismatch: " + ", ".join(
-                f"{n} {tuple(found[n].shape)} vs {tuple(expected[n].shape)}" for n in mismatched[:5]))
+            details.append(
+                "shape mismatch: "
+                + ", ".join(
+                    f"{n} {tuple(found[n].shape)} vs {tuple(expected[n].shape)}"
+                    for n in mismatched[:5]
+                )
+            )
         raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(details)})")
     for name, param in expected.items():
         param.set_data(found[name].data.astype(param.dtype))
-    return int(_scalar(saved["epoch"])) if "epoch" in saved else 0
+    return int(settings.get("epoch", 0))

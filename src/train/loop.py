@@ -1,40 +1,49 @@
-"""One epoch of MoCo training."""
+"""The training loop: epochs of compiled steps, kNN monitor, CSV log and checkpoint."""
+
+import csv
 import math
+import os
+from typing import Callable, Optional
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 
+from ..data import create_train_dataset, get_dataset_spec
 from ..utils import faults
-from ..utils.progress import Progress
+from ..utils.progress import Progress, logger
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .schedule import learning_rate
+from .step import set_learning_rate
+
+LOG_NAME = "log.csv"
+LOG_FIELDS = ("epoch", "lr", "loss", "knn_top1", "seconds")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or a gradient became NaN or infinite."""
 
 
-def shuffle_permutations(seed, epoch, steps, batch_size):
+def shuffle_permutations(seed: int, epoch: int, steps: int, batch_size: int) -> np.ndarray:
     """Shuffle-BN permutations of one epoch: ``steps`` x 2 x N, a function of (seed, epoch)."""
     rng = np.random.default_rng([seed, epoch, 1])
-    return np.stack([[rng.permutation(batch_size) for _ in range(2)] for _ in range(steps)]).astype(np.int32)
+    permutations = [[rng.permutation(batch_size) for _ in range(2)] for _ in range(steps)]
+    return np.stack(permutations).astype(np.int32)
 
 
-def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, max_steps=0):
-    """Runs the compiled step over one epoch's batches.
+def train_one_epoch(
+    train_step,
+    dataset,
+    epoch: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int,
+    max_steps: int = 0,
+) -> tuple[float, float]:
+    """Runs the compiled step over one epoch's batches (``im_1``, ``im_2``); ``max_steps`` > 0
+    stops early. Returns ``(mean loss, seconds)``; raises NonFiniteLossError naming the step.
 
-    Args:
-        train_step: A :class:`~src.train.step.MoCoTrainStep`.
-        dataset: Batches with columns ``im_1``, ``im_2`` (N x 3 x H x W).
-        epoch, epochs: 1-based epoch and total, for display and the shuffle seed.
-        lr: Learning rate of this epoch (display only; the optimizer holds it).
-        seed: Run seed; shuffle-BN permutations derive from (seed, epoch).
-        batch_size: Images per step.
-        max_steps: Stop after this many steps (0: the whole epoch).
-
-    Returns:
-        ``(mean loss, seconds)``.
-
-    Raises:
-        NonFiniteLossError: The loss or a gradient is NaN or infinite; names epoch and step.
+    Shuffle-BN permutations derive from ``(seed, epoch)``; ``lr`` is for display only.
     """
     steps = dataset.get_dataset_size()
     if max_steps:
@@ -50,12 +59,96 @@ def train_one_epoch(train_step, dataset, epoch, epochs, lr, seed, batch_size, ma
         faults.kill_if_requested(f"step:{epoch}:{step + 1}")
         if faults.requested(f"nan:step:{epoch}:{step + 1}"):
             im_1 = im_1 * np.nan
-        loss, grads_finite = train_step(ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step]))
+        loss, grads_finite = train_step(
+            ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step])
+        )
         loss = float(loss.asnumpy())
         if not (math.isfinite(loss) and bool(grads_finite.asnumpy())):
             progress.close()
-            raise NonFiniteLossError(f"non-finite loss ({loss}) or gradients at epoch {epoch}, "
-                                     f"step {step + 1}/{steps}")
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss}) or gradients at epoch {epoch}, step {step + 1}/{steps}"
+            )
         total_loss += loss
         progress.update(loss=total_loss / (step + 1), lr=lr)
     return total_loss / steps, progress.close()
+
+
+def restart_log(path: str, start_epoch: int) -> None:
+    """Keeps the log rows of finished epochs (those before ``start_epoch``) only."""
+    rows = []
+    if start_epoch > 0 and os.path.isfile(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < start_epoch]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_log(path: str, **row) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, LOG_FIELDS).writerow(row)
+
+
+def read_log(path: str) -> list[dict]:
+    """The rows of a ``log.csv``; raises ValueError if it lacks the columns."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(LOG_FIELDS) - set(rows[0]):
+        raise ValueError(f"{path} has no rows with the columns {', '.join(LOG_FIELDS)}")
+    return rows
+
+
+def fit(train_step, train_split, args, monitor: Optional[Callable[[], float]] = None) -> None:
+    """Trains from ``args.resume`` (if set) to ``args.epochs``, into ``args.results_dir``.
+
+    After each epoch: ``monitor()`` (kNN top-1) every ``args.knn_interval`` epochs, a row of
+    ``log.csv``, then the checkpoint. Epoch 0 of the log is the monitor at initialisation.
+    """
+    spec = get_dataset_spec(args.dataset)
+    log_path = os.path.join(args.results_dir, LOG_NAME)
+    checkpoint_path = os.path.join(args.results_dir, CHECKPOINT_NAME)
+    start_epoch = 1
+    if args.resume:
+        start_epoch = load_checkpoint(train_step, args.resume, args) + 1
+        logger.info("resumed from %s: continuing at epoch %d", args.resume, start_epoch)
+    restart_log(log_path, start_epoch)
+    monitor = monitor if args.knn_interval else None
+
+    if start_epoch == 1 and monitor:
+        top1 = monitor()
+        logger.info("epoch 0 (initialisation): kNN top-1 %.2f%%", top1)
+        append_log(log_path, epoch=0, lr="", loss="", knn_top1=f"{top1:.2f}", seconds="")
+
+    for epoch in range(start_epoch, args.epochs + 1):
+        lr = learning_rate(epoch, args.lr, args.epochs, args.cos, args.schedule)
+        set_learning_rate(train_step.optimizer, lr)
+        dataset = create_train_dataset(
+            train_split, spec.mean, spec.std, args.batch_size, args.seed, epoch, args.workers
+        )
+        loss, seconds = train_one_epoch(
+            train_step, dataset, epoch, args.epochs, lr, args.seed, args.batch_size, args.max_steps
+        )
+        top1 = ""
+        if monitor and (epoch % args.knn_interval == 0 or epoch == args.epochs):
+            top1 = f"{monitor():.2f}"
+        logger.info(
+            "epoch %d/%d lr %.5f loss %.4f kNN top-1 %s%% (%.0fs)",
+            epoch,
+            args.epochs,
+            lr,
+            loss,
+            top1 or "-",
+            seconds,
+        )
+        # Log first, then checkpoint: a resume drops log rows the checkpoint does not cover.
+        append_log(
+            log_path,
+            epoch=epoch,
+            lr=f"{lr:.6g}",
+            loss=f"{loss:.6f}",
+            knn_top1=top1,
+            seconds=f"{seconds:.1f}",
+        )
+        save_checkpoint(train_step, checkpoint_path, epoch, args)
+        faults.kill_if_requested(f"epoch-end:{epoch}")

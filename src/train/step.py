@@ -1,4 +1,5 @@
 """One MoCo training step as a single compiled cell."""
+
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -11,8 +12,9 @@ def create_optimizer(model, lr, weight_decay, momentum=0.9):
     (``torch.optim.SGD(weight_decay=wd)``) decays all of them.
     """
     params = model.encoder_q.trainable_params()
-    return nn.Momentum([{"params": params, "weight_decay": weight_decay}], learning_rate=lr,
-                       momentum=momentum)
+    return nn.Momentum(
+        [{"params": params, "weight_decay": weight_decay}], learning_rate=lr, momentum=momentum
+    )
 
 
 def set_learning_rate(optimizer, lr):

@@ -3,13 +3,16 @@
 import logging
 import os
 import platform
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 import mindspore as ms
 
-from src.config import ConfigError
-
 logger = logging.getLogger("moco")
+
+
+class DeviceError(RuntimeError):
+    """The installed MindSpore cannot run on the requested device."""
+
 
 ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # MindSpore's oneDNN has no AVX-512 kernel for its plain-layout f32 convolution and falls back to
@@ -35,7 +38,7 @@ def set_device(device_target: str, mode: int) -> None:
     """Selects the device and execution mode before any kernel runs.
 
     On CPU, first caps oneDNN's instruction set (see ``cap_onednn_isa``).
-    Raises ConfigError if the installed MindSpore cannot run on ``device_target``
+    Raises DeviceError if the installed MindSpore cannot run on ``device_target``
     (e.g. the CPU-only wheel asked for ``GPU``).
     """
     if device_target == "CPU" and platform.machine().lower() in ("x86_64", "amd64"):
@@ -43,7 +46,7 @@ def set_device(device_target: str, mode: int) -> None:
     try:
         ms.set_device(device_target)
     except RuntimeError as err:
-        raise ConfigError(
+        raise DeviceError(
             f"device_target {device_target} is not available in this MindSpore installation "
             f"({ms.__version__}): install MindSpore built for {device_target} "
             f"(https://www.mindspore.cn/install) or use --device_target CPU. "

@@ -8,6 +8,7 @@
 - ``kill:epoch-end:E``: SIGKILL right after epoch E's checkpoint is saved;
 - ``nan:step:E:S``: feed NaN images to step S of epoch E, so the loss is NaN.
 """
+
 import os
 import signal
 

@@ -11,26 +11,25 @@ Example::
     figure = training_curves_figure([1, 2], [8.1, 7.9], [0, 1, 2], [20.0, 31.5, 35.2])
     save_figure(figure, "results/training_curve.png")
 """
+
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["DPI", "Tile", "RetrievalRow", "retrieval_grid_size", "retrieval_grid_figure",
-           "training_curves_figure", "save_figure"]
-
 DPI = 100
 # Layout of the retrieval grid, in inches: square image tiles with a two-line title above each.
 TILE_INCHES = 1.05
-TITLE_INCHES = 0.4         # class name and score, two lines at 8.5 pt
-COLUMN_PITCH = 1.2         # tile plus the space to the next tile
+TITLE_INCHES = 0.4  # class name and score, two lines at 8.5 pt
+COLUMN_PITCH = 1.2  # tile plus the space to the next tile
 ROW_PITCH = TILE_INCHES + TITLE_INCHES + 0.1
-GROUP_GAP = 0.45           # extra space between the query, nearest and farthest groups
+GROUP_GAP = 0.45  # extra space between the query, nearest and farthest groups
 MARGIN = 0.15
-HEADER_INCHES = 0.75       # figure title and group headers
+HEADER_INCHES = 0.75  # figure title and group headers
 MATCH_COLOUR, MISMATCH_COLOUR, NEUTRAL_COLOUR = "#1a7f37", "#cf222e", "black"
 
 
@@ -59,7 +58,7 @@ class RetrievalRow:
     farthest: Sequence[Tile]
 
 
-def retrieval_grid_size(num_queries: int, topk: int) -> Tuple[float, float]:
+def retrieval_grid_size(num_queries: int, topk: int) -> tuple[float, float]:
     """Width and height in inches of :func:`retrieval_grid_figure`'s figure."""
     width = 2 * MARGIN + (1 + 2 * topk) * COLUMN_PITCH + 2 * GROUP_GAP
     return width, HEADER_INCHES + num_queries * ROW_PITCH + MARGIN
@@ -91,23 +90,32 @@ def retrieval_grid_figure(rows: Sequence[RetrievalRow], topk: int, title: str = 
     }
     for row_index, row in enumerate(rows):
         bottom = height - HEADER_INCHES - row_index * ROW_PITCH - TITLE_INCHES - TILE_INCHES
-        for group, tiles in (("query", [row.query]), ("nearest", row.nearest),
-                             ("farthest", row.farthest)):
+        for group, tiles in (
+            ("query", [row.query]),
+            ("nearest", row.nearest),
+            ("farthest", row.farthest),
+        ):
             for left, tile in zip(group_columns[group], tiles):
-                axes = figure.add_axes((left / width, bottom / height, TILE_INCHES / width,
-                                        TILE_INCHES / height))
+                axes = figure.add_axes(
+                    (left / width, bottom / height, TILE_INCHES / width, TILE_INCHES / height)
+                )
                 _draw_tile(axes, tile)
 
     header_y = 1.0 - 0.7 * HEADER_INCHES / height
-    for group, text in (("query", "query (test)"), ("nearest", "most similar (train)"),
-                        ("farthest", "most dissimilar (train)")):
+    for group, text in (
+        ("query", "query (test)"),
+        ("nearest", "most similar (train)"),
+        ("farthest", "most dissimilar (train)"),
+    ):
         columns = group_columns[group]
         centre = (columns[0] + columns[-1] + TILE_INCHES) / 2
-        figure.text(centre / width, header_y, text, ha="center", va="center", fontsize=11,
-                    fontweight="bold")
+        figure.text(
+            centre / width, header_y, text, ha="center", va="center", fontsize=11, fontweight="bold"
+        )
     if title:
-        figure.text(0.5, 1.0 - 0.25 * HEADER_INCHES / height, title, ha="center", va="center",
-                    fontsize=10)
+        figure.text(
+            0.5, 1.0 - 0.25 * HEADER_INCHES / height, title, ha="center", va="center", fontsize=10
+        )
     return figure
 
 
@@ -122,9 +130,13 @@ def _draw_tile(axes, tile: Tile) -> None:
             spine.set_linewidth(2.5)
 
 
-def training_curves_figure(loss_epochs: Sequence[int], losses: Sequence[float],
-                           knn_epochs: Sequence[int], knn_top1: Sequence[float],
-                           title: str = "") -> Figure:
+def training_curves_figure(
+    loss_epochs: Sequence[int],
+    losses: Sequence[float],
+    knn_epochs: Sequence[int],
+    knn_top1: Sequence[float],
+    title: str = "",
+) -> Figure:
     """Plots the training loss and the kNN top-1 accuracy per epoch, side by side.
 
     Args:

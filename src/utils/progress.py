@@ -1,4 +1,5 @@
 """The one place that reports progress: a tqdm bar on a terminal, log lines elsewhere."""
+
 import logging
 import sys
 import time
@@ -52,8 +53,15 @@ class Progress:
             self.bar.set_postfix_str(f"{shown} {rate:.1f} img/s")
             self.bar.update(1)
         elif self.step % self.log_every == 0 or self.step == self.total:
-            logger.info("%s step %d/%d %s %.1f img/s eta %.0fs", self.desc, self.step, self.total,
-                        shown, rate, eta)
+            logger.info(
+                "%s step %d/%d %s %.1f img/s eta %.0fs",
+                self.desc,
+                self.step,
+                self.total,
+                shown,
+                rate,
+                eta,
+            )
 
     def close(self):
         if self.bar is not None:

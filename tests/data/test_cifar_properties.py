@@ -1,4 +1,6 @@
-"""Property-based tests: whatever a batch file holds, the reader answers with a DatasetError."""
+"""Property-based tests: whatever a batch file holds, the reader answers with a DatasetError
+that names the file."""
+
 import pickle
 
 import numpy as np
@@ -9,8 +11,9 @@ from hypothesis import strategies as st
 from helpers import dump_cifar_pickle, write_fake_cifar
 from src.data import DatasetError, load_cifar
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +29,19 @@ def batch_path(root):
 
 def valid_batch(n=5):
     rng = np.random.default_rng(0)
-    return {"batch_label": "testing batch 1 of 1", "labels": list(range(n)),
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "filenames": [f"f{i}.png" for i in range(n)]}
+    return {
+        "batch_label": "testing batch 1 of 1",
+        "labels": list(range(n)),
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        "filenames": [f"f{i}.png" for i in range(n)],
+    }
 
 
 def assert_refused(root, write):
     original = batch_path(root).read_bytes()
     try:
         write(batch_path(root))
-        with pytest.raises(DatasetError):
+        with pytest.raises(DatasetError, match=f"^{batch_path(root)} "):
             load_cifar("cifar10", root, "test")
     finally:
         batch_path(root).write_bytes(original)
@@ -45,7 +51,7 @@ def assert_refused(root, write):
 @given(cut=st.floats(0.0, 0.999))
 def test_truncated_file(clean_root, cut):
     original = batch_path(clean_root).read_bytes()
-    assert_refused(clean_root, lambda p: p.write_bytes(original[:int(len(original) * cut)]))
+    assert_refused(clean_root, lambda p: p.write_bytes(original[: int(len(original) * cut)]))
 
 
 @SETTINGS
@@ -55,8 +61,11 @@ def test_arbitrary_bytes(clean_root, raw):
 
 
 @SETTINGS
-@given(rows=st.integers(0, 7), cols=st.integers(0, 3100).filter(lambda c: c != 3072),
-       dtype=st.sampled_from(["uint8", "int64", "float32", "uint16"]))
+@given(
+    rows=st.integers(0, 7),
+    cols=st.integers(0, 3100).filter(lambda c: c != 3072),
+    dtype=st.sampled_from(["uint8", "int64", "float32", "uint16"]),
+)
 def test_wrong_shape(clean_root, rows, cols, dtype):
     content = valid_batch()
     content["data"] = np.zeros((rows, cols), dtype=dtype)
@@ -80,8 +89,11 @@ def test_missing_key(clean_root, key):
 
 
 @SETTINGS
-@given(labels=st.lists(st.integers(-2**31, 2**31 - 1), min_size=5, max_size=5)
-       .filter(lambda ls: min(ls) < 0 or max(ls) > 9))
+@given(
+    labels=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=5, max_size=5).filter(
+        lambda ls: min(ls) < 0 or max(ls) > 9
+    )
+)
 def test_labels_out_of_range(clean_root, labels):
     content = valid_batch()
     content["labels"] = labels
@@ -89,19 +101,28 @@ def test_labels_out_of_range(clean_root, labels):
 
 
 @SETTINGS
-@given(n_labels=st.integers(0, 9).filter(lambda n: n != 5),
-       kind=st.sampled_from(["ints", "floats", "strings", "nested"]))
+@given(
+    n_labels=st.integers(0, 9).filter(lambda n: n != 5),
+    kind=st.sampled_from(["ints", "floats", "strings", "nested"]),
+)
 def test_labels_of_wrong_length_or_type(clean_root, n_labels, kind):
     content = valid_batch()
-    labels = {"ints": list(range(n_labels)), "floats": [0.5] * 5, "strings": ["cat"] * 5,
-              "nested": [[0, 1]] * 3 + [[2]] * 2}[kind]
+    labels = {
+        "ints": list(range(n_labels)),
+        "floats": [0.5] * 5,
+        "strings": ["cat"] * 5,
+        "nested": [[0, 1]] * 3 + [[2]] * 2,
+    }[kind]
     content["labels"] = labels
     assert_refused(clean_root, lambda p: dump_cifar_pickle(content, p))
 
 
 @SETTINGS
-@given(value=st.one_of(st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=5),
-                       st.none()))
+@given(
+    value=st.one_of(
+        st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=5), st.none()
+    )
+)
 def test_not_a_dict(clean_root, value):
     assert_refused(clean_root, lambda p: p.write_bytes(pickle.dumps(value, protocol=2)))
 

@@ -1,11 +1,11 @@
-"""Tests for src.eval.knn: weighted kNN vote, chunking, accuracy, normalisation."""
+"""Tests for src.eval.knn: weighted kNN vote, chunking, normalisation."""
 
 import math
 
 import numpy as np
 import pytest
 
-from src.eval.knn import default_chunk_size, knn_accuracy, knn_predict, l2_normalize
+from src.eval.knn import default_chunk_size, knn_predict, l2_normalize
 
 
 def unit(degrees):
@@ -17,12 +17,14 @@ def unit(degrees):
 # Query along the x axis. One class-0 neighbour is very close (cos 0.99);
 # two class-1 neighbours are farther (cos 0.6); the fourth point is opposite.
 QUERY = np.array([[1.0, 0.0]])
-BANK = np.array([
-    [0.99, math.sqrt(1 - 0.99**2)],
-    [0.6, 0.8],
-    [0.6, -0.8],
-    [-1.0, 0.0],
-])
+BANK = np.array(
+    [
+        [0.99, math.sqrt(1 - 0.99**2)],
+        [0.6, 0.8],
+        [0.6, -0.8],
+        [-1.0, 0.0],
+    ]
+)
 BANK_LABELS = np.array([0, 1, 1, 2])
 
 
@@ -77,8 +79,9 @@ def test_chunking_matches_a_single_chunk(chunk_size):
     bank = random_unit_rows(rng, 300, 16)
     labels = rng.integers(0, 10, size=300)
     whole = knn_predict(features, bank, labels, 10, k=20, t=0.1, chunk_size=100)
-    assert np.array_equal(knn_predict(features, bank, labels, 10, k=20, t=0.1,
-                                      chunk_size=chunk_size), whole)
+    assert np.array_equal(
+        knn_predict(features, bank, labels, 10, k=20, t=0.1, chunk_size=chunk_size), whole
+    )
 
 
 def test_matches_a_direct_transcription_of_the_reference():
@@ -92,14 +95,21 @@ def test_matches_a_direct_transcription_of_the_reference():
     weight = np.exp(np.take_along_axis(sim, top, axis=1) / 0.2)
     one_hot = np.eye(5)[labels[top]]
     scores = (one_hot * weight[..., None]).sum(axis=1)
-    assert np.array_equal(knn_predict(features, bank, labels, 5, k=15, t=0.2)[:, 0],
-                          np.argmax(scores, axis=1))
+    assert np.array_equal(
+        knn_predict(features, bank, labels, 5, k=15, t=0.2)[:, 0], np.argmax(scores, axis=1)
+    )
 
 
 def test_output_shape_and_permutation():
     rng = np.random.default_rng(2)
-    ranked = knn_predict(random_unit_rows(rng, 9, 4), random_unit_rows(rng, 30, 4),
-                         rng.integers(0, 10, size=30), num_classes=10, k=5, t=0.1)
+    ranked = knn_predict(
+        random_unit_rows(rng, 9, 4),
+        random_unit_rows(rng, 30, 4),
+        rng.integers(0, 10, size=30),
+        num_classes=10,
+        k=5,
+        t=0.1,
+    )
     assert ranked.shape == (9, 10)
     assert all(sorted(row) == list(range(10)) for row in ranked.tolist())
 
@@ -110,15 +120,18 @@ def test_default_chunk_stays_within_64_mb():
     assert default_chunk_size(10**9) == 1
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(bank_labels=np.array([0, 1, 1, 3])), r"\[0, 3\)"),
-    (dict(bank_labels=np.array([0, 1, 1, -1])), r"\[0, 3\)"),
-    (dict(bank_labels=np.array([0, 1, 1])), "shape"),
-    (dict(bank=np.ones((4, 3))), "share D"),
-    (dict(k=0), "k >= 1"),
-    (dict(t=0.0), "t > 0"),
-    (dict(chunk_size=0), "chunk_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(bank_labels=np.array([0, 1, 1, 3])), r"\[0, 3\)"),
+        (dict(bank_labels=np.array([0, 1, 1, -1])), r"\[0, 3\)"),
+        (dict(bank_labels=np.array([0, 1, 1])), "shape"),
+        (dict(bank=np.ones((4, 3))), "share D"),
+        (dict(k=0), "k >= 1"),
+        (dict(t=0.0), "t > 0"),
+        (dict(chunk_size=0), "chunk_size"),
+    ],
+)
 def test_invalid_inputs_fail(kwargs, match):
     arguments = dict(features=QUERY, bank=BANK, bank_labels=BANK_LABELS, num_classes=3, k=3, t=0.1)
     arguments.update(kwargs)
@@ -126,29 +139,8 @@ def test_invalid_inputs_fail(kwargs, match):
         knn_predict(**arguments)
 
 
-def test_accuracy_percentages():
-    ranked = np.array([[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1]])
-    labels = np.array([0, 2, 1, 1])
-    # top1: only query 0 right. top2: queries 0 and 1. top3: all.
-    assert knn_accuracy(ranked, labels, topk=(1, 2, 3)) == {"top1": 25.0, "top2": 50.0,
-                                                             "top3": 100.0}
-
-
-def test_accuracy_defaults_to_top1_and_top5():
-    ranked = np.tile(np.arange(10), (2, 1))
-    assert knn_accuracy(ranked, np.array([0, 4])) == {"top1": 50.0, "top5": 100.0}
-
-
-def test_accuracy_rejects_k_above_classes_and_empty_input():
-    with pytest.raises(ValueError, match="top-k"):
-        knn_accuracy(np.zeros((2, 3), dtype=int), np.zeros(2, dtype=int), topk=(5,))
-    with pytest.raises(ValueError, match="no queries"):
-        knn_accuracy(np.zeros((0, 3), dtype=int), np.zeros(0, dtype=int))
-
-
 def test_l2_normalize_rows():
-    assert np.allclose(l2_normalize(np.array([[3.0, 4.0], [0.0, -2.0]])),
-                       [[0.6, 0.8], [0.0, -1.0]])
+    assert np.allclose(l2_normalize(np.array([[3.0, 4.0], [0.0, -2.0]])), [[0.6, 0.8], [0.0, -1.0]])
 
 
 def test_l2_normalize_zero_vector_stays_zero():

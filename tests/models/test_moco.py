@@ -1,6 +1,7 @@
 """The MoCo cell, one mechanism per test: key encoder, momentum update, queue, shuffle, loss."""
-import numpy as np
+
 import mindspore as ms
+import numpy as np
 import pytest
 
 from src.models import MoCo
@@ -9,7 +10,9 @@ IMAGE = 8  # small images keep these tests fast; the ResNet pools globally
 
 
 def images(seed, n=8):
-    return ms.Tensor(np.random.default_rng(seed).standard_normal((n, 3, IMAGE, IMAGE)).astype(np.float32))
+    return ms.Tensor(
+        np.random.default_rng(seed).standard_normal((n, 3, IMAGE, IMAGE)).astype(np.float32)
+    )
 
 
 def permutations(seed, n=8):
@@ -58,7 +61,7 @@ def test_queue_is_normalised_and_enqueue_wraps(model):
     queue = model.queue.asnumpy().copy()
     np.testing.assert_array_equal(queue[0:8], batches[4])  # the fifth batch overwrote the oldest
     for i in range(1, 4):
-        np.testing.assert_array_equal(queue[8 * i:8 * (i + 1)], batches[i])
+        np.testing.assert_array_equal(queue[8 * i : 8 * (i + 1)], batches[i])
 
 
 def test_shuffle_unshuffle_round_trip(model):

@@ -1,6 +1,7 @@
 """SplitBatchNorm against a NumPy computation of the PyTorch demo's semantics."""
-import numpy as np
+
 import mindspore as ms
+import numpy as np
 import pytest
 
 from src.models.split_bn import SplitBatchNorm
@@ -15,7 +16,9 @@ def reference_split_bn(x, splits, running_mean, running_var, momentum=0.1, eps=1
     y = ((groups - mean) / np.sqrt(var + eps)).reshape(n, c, h, w)
     count = (n // splits) * h * w
     new_mean = (1 - momentum) * running_mean + momentum * mean.reshape(splits, c).mean(0)
-    new_var = (1 - momentum) * running_var + momentum * (var * count / (count - 1)).reshape(splits, c).mean(0)
+    new_var = (1 - momentum) * running_var + momentum * (var * count / (count - 1)).reshape(
+        splits, c
+    ).mean(0)
     return y, new_mean, new_var
 
 
@@ -28,7 +31,9 @@ def test_training_matches_per_split_statistics(mode, splits):
     for _ in range(2):  # the second step starts from non-trivial running statistics
         x = (rng.standard_normal((8, 3, 4, 4)) * 3 + 2).astype(np.float32)
         y = bn(ms.Tensor(x)).asnumpy()
-        expected, running_mean, running_var = reference_split_bn(x, splits, running_mean, running_var)
+        expected, running_mean, running_var = reference_split_bn(
+            x, splits, running_mean, running_var
+        )
         np.testing.assert_allclose(y, expected, atol=1e-5)
         np.testing.assert_allclose(bn.moving_mean.asnumpy(), running_mean, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(bn.moving_variance.asnumpy(), running_var, rtol=1e-5)
@@ -58,7 +63,9 @@ def test_eval_uses_running_statistics(mode):
     x = np.random.default_rng(2).standard_normal((3, 2, 2, 2)).astype(np.float32)
     mean, var = np.array([0.5, -2.0]), np.array([4.0, 0.25])
     gamma, beta = np.array([2.0, 0.5]), np.array([1.0, -1.0])
-    expected = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[:, None, None] + beta[:, None, None]
+    expected = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[
+        :, None, None
+    ] + beta[:, None, None]
     np.testing.assert_allclose(bn(ms.Tensor(x)).asnumpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(bn.moving_mean.asnumpy(), mean.astype(np.float32))
 

@@ -1,4 +1,5 @@
 """main.py end to end on a tiny dataset written in the real format, and its input checks."""
+
 import os
 
 import numpy as np
@@ -34,15 +35,18 @@ def exit_code(argv):
         return exit_.code
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--moco-k", "40"], "moco-k 40 is not a multiple of batch_size 16"),
-    (["--symmetric", "--moco-k", "48"], "moco-k 48 is not a multiple of 2 * batch_size = 32"),
-    (["--bn-splits", "3"], "batch_size 16 is not a multiple of bn-splits 3"),
-    (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-    (["--train-subset", "8"], "train-subset 8 is smaller than batch_size 16"),
-    (["--resume", "/nonexistent/model_last.ckpt"], "checkpoint not found"),
-    (["--results-dir", "/dev/null/run"], "is not writable"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--moco-k", "40"], "moco-k 40 is not a multiple of batch_size 16"),
+        (["--symmetric", "--moco-k", "48"], "moco-k 48 is not a multiple of 2 * batch_size = 32"),
+        (["--bn-splits", "3"], "batch_size 16 is not a multiple of bn-splits 3"),
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["--train-subset", "8"], "train-subset 8 is smaller than batch_size 16"),
+        (["--resume", "/nonexistent/model_last.ckpt"], "checkpoint not found"),
+        (["--results-dir", "/dev/null/run"], "is not writable"),
+    ],
+)
 def test_bad_input_fails_before_training(data_root, tmp_path, capsys, extra, message):
     argv = ["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), *TINY, *extra]
     assert exit_code(argv) == 2
@@ -58,8 +62,17 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
 
 def test_unavailable_device_is_a_clear_error(data_root, tmp_path):
     # A new process: the device cannot change once this one has run a kernel. No Ascend here.
-    proc = run_main(["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), *TINY,
-                     "--device_target", "Ascend"])
+    proc = run_main(
+        [
+            "--data-dir",
+            data_root,
+            "--results-dir",
+            str(tmp_path / "r"),
+            *TINY,
+            "--device_target",
+            "Ascend",
+        ]
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "device_target Ascend is not available" in proc.stderr
     assert "--device_target CPU" in proc.stderr and "Traceback" not in proc.stderr
@@ -75,7 +88,18 @@ def test_unknown_config_key_is_refused(tmp_path, capsys):
 
 def test_checkpoint_of_another_model_is_refused(full_run, data_root, tmp_path, capsys):
     checkpoint = os.path.join(full_run[0], "model_last.ckpt")
-    argv = ["--data-dir", data_root, "--results-dir", str(tmp_path / "r"), "--resume", checkpoint,
-            "--epochs", "3", *TINY, "--moco-dim", "8"]
+    argv = [
+        "--data-dir",
+        data_root,
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--resume",
+        checkpoint,
+        "--epochs",
+        "3",
+        *TINY,
+        "--moco-dim",
+        "8",
+    ]
     assert exit_code(argv) == 2
     assert "another model" in capsys.readouterr().err

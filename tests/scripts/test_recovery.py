@@ -1,4 +1,5 @@
 """Crash recovery: SIGKILL at fixed points, resume, and compare with an uninterrupted run."""
+
 import os
 import signal
 
@@ -16,8 +17,20 @@ def run_with_fault(data_root, results, fault):
     env.pop("MOCO_FAULT", None)
     if fault:
         env["MOCO_FAULT"] = fault
-    return run_main(["--data-dir", data_root, "--epochs", "2", "--results-dir", results,
-                     "--resume", "auto", *TINY], env=env)
+    return run_main(
+        [
+            "--data-dir",
+            data_root,
+            "--epochs",
+            "2",
+            "--results-dir",
+            results,
+            "--resume",
+            "auto",
+            *TINY,
+        ],
+        env=env,
+    )
 
 
 def test_killed_runs_resume_to_the_uninterrupted_result(full_run, data_root, tmp_path):
@@ -29,8 +42,11 @@ def test_killed_runs_resume_to_the_uninterrupted_result(full_run, data_root, tmp
     """
     results = str(tmp_path / "run")
     checkpoint = os.path.join(results, "model_last.ckpt")
-    for fault, epoch_on_disk in [("kill:epoch-end:1", 1), ("kill:checkpoint:2", 1),
-                                 ("kill:step:2:2", 1)]:
+    for fault, epoch_on_disk in [
+        ("kill:epoch-end:1", 1),
+        ("kill:checkpoint:2", 1),
+        ("kill:step:2:2", 1),
+    ]:
         proc = run_with_fault(data_root, results, fault)
         assert proc.returncode == -signal.SIGKILL, (fault, proc.stderr[-2000:])
         # The checkpoint on disk is always whole: the last finished epoch's.
@@ -57,6 +73,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, tmp_pat
     assert "or gradients at epoch 2, step 2/3" in proc.stderr
     state = checkpoint_arrays(os.path.join(results, "model_last.ckpt"))
     assert int(state["epoch"]) == 1
-    assert all(np.isfinite(v).all() for v in state.values() if isinstance(v, np.ndarray)
-               and v.dtype.kind == "f")
+    assert all(
+        np.isfinite(v).all()
+        for v in state.values()
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+    )
     assert [row["epoch"] for row in read_log(results)] == ["0", "1"]

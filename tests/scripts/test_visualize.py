@@ -1,13 +1,12 @@
-"""visualize.py: the retrieval grid of a tiny checkpoint, the training curves, the ranking."""
+"""visualize.py: the retrieval grid of a tiny checkpoint, the training curves, bad input."""
+
 import os
 import struct
 
 import mindspore as ms
-import numpy as np
 import pytest
 
 import visualize
-from src.eval.retrieval import rank_by_similarity
 from src.utils.figures import DPI, retrieval_grid_size
 
 
@@ -34,8 +33,24 @@ def test_retrieval_grid_png(trained, tmp_path, capsys):
     data_root, checkpoint = trained
     output = tmp_path / "grid.png"
     code, out, err = run_visualize(
-        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
-         "--num-queries", "2", "--topk", "3", "--output", str(output)], capsys)
+        [
+            "--checkpoint",
+            checkpoint,
+            "--data-dir",
+            data_root,
+            "--mode",
+            "1",
+            "--batch_size",
+            "16",
+            "--num-queries",
+            "2",
+            "--topk",
+            "3",
+            "--output",
+            str(output),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert out.strip() == str(output)
     width, height = retrieval_grid_size(2, 3)
@@ -45,8 +60,23 @@ def test_retrieval_grid_png(trained, tmp_path, capsys):
 def test_given_queries_and_default_output(trained, capsys):
     data_root, checkpoint = trained
     code, out, err = run_visualize(
-        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
-         "--query-index", "0", "19", "--topk", "2"], capsys)
+        [
+            "--checkpoint",
+            checkpoint,
+            "--data-dir",
+            data_root,
+            "--mode",
+            "1",
+            "--batch_size",
+            "16",
+            "--query-index",
+            "0",
+            "19",
+            "--topk",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     expected = os.path.join(os.path.dirname(checkpoint), "retrieval.png")
     assert out.strip() == expected
@@ -57,29 +87,23 @@ def test_given_queries_and_default_output(trained, capsys):
 def test_query_outside_the_test_set_is_refused(trained, tmp_path, capsys):
     data_root, checkpoint = trained
     code, _, err = run_visualize(
-        ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1", "--batch_size", "16",
-         "--query-index", "20", "--output", str(tmp_path / "x.png")], capsys)
+        [
+            "--checkpoint",
+            checkpoint,
+            "--data-dir",
+            data_root,
+            "--mode",
+            "1",
+            "--batch_size",
+            "16",
+            "--query-index",
+            "20",
+            "--output",
+            str(tmp_path / "x.png"),
+        ],
+        capsys,
+    )
     assert code == 2 and "outside the test set [0, 20)" in err
-
-
-def test_ranking_puts_an_exact_duplicate_first():
-    rng = np.random.default_rng(0)
-    bank = rng.normal(size=(50, 8))
-    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    bank[31] = -bank[17]  # the query's opposite: the most dissimilar item
-    result = rank_by_similarity(bank[17:18].copy(), bank, topk=4)
-    assert result.nearest[0, 0] == 17 and result.nearest_scores[0, 0] == pytest.approx(1.0)
-    assert result.farthest[0, 0] == 31 and result.farthest_scores[0, 0] == pytest.approx(-1.0)
-    assert np.all(np.diff(result.nearest_scores[0]) <= 0)
-    assert np.all(np.diff(result.farthest_scores[0]) >= 0)
-    assert result.nearest.shape == result.farthest.shape == (1, 4)
-
-
-def test_ranking_ties_keep_the_lower_index_first():
-    bank = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    result = rank_by_similarity(np.array([[1.0, 0.0]]), bank, topk=10)  # clamped to the bank
-    np.testing.assert_array_equal(result.nearest, [[0, 2, 1, 3]])
-    np.testing.assert_array_equal(result.farthest, [[1, 3, 0, 2]])
 
 
 def test_training_curves_png(trained, tmp_path, capsys):
@@ -91,8 +115,9 @@ def test_training_curves_png(trained, tmp_path, capsys):
 
 
 def test_training_log_keeps_the_initial_knn_without_a_loss(tmp_path):
-    (tmp_path / "log.csv").write_text("epoch,lr,loss,knn_top1,seconds\n0,,,12.50,\n"
-                                      "1,0.06,8.1,20.00,30.0\n2,0.06,7.9,,31.0\n")
+    (tmp_path / "log.csv").write_text(
+        "epoch,lr,loss,knn_top1,seconds\n0,,,12.50,\n1,0.06,8.1,20.00,30.0\n2,0.06,7.9,,31.0\n"
+    )
     loss, knn = visualize.read_training_log(str(tmp_path / "log.csv"))
     assert loss == [(1, 8.1), (2, 7.9)]
     assert knn == [(0, 12.5), (1, 20.0)]

@@ -1,14 +1,15 @@
 """Atomic checkpoints; restoring checks the model fits."""
+
 import os
 from types import SimpleNamespace
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 import pytest
 
+from src.models import MoCo
 from src.train import checkpoint as ckpt
 from src.train.step import MoCoTrainStep, create_optimizer
-from src.models import MoCo
 
 
 def config(**overrides):

@@ -4,16 +4,16 @@ import math
 
 import pytest
 
-from src.train.schedule import learning_rate, learning_rates
+from src.train.schedule import learning_rate
 
 
 def reference_adjust_learning_rate(epoch, lr, epochs, cos, schedule):
     """The demo notebook's adjust_learning_rate, minus the optimizer."""
     if cos:
-        lr *= 0.5 * (1. + math.cos(math.pi * epoch / epochs))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     else:
         for milestone in schedule:
-            lr *= 0.1 if epoch >= milestone else 1.
+            lr *= 0.1 if epoch >= milestone else 1.0
     return lr
 
 
@@ -30,43 +30,39 @@ def test_cosine_at_last_epoch_is_zero():
 
 
 def test_cosine_ignores_schedule():
-    assert learning_rate(150, 0.06, 200, True, [120, 160]) == learning_rate(150, 0.06, 200, True, [])
+    assert learning_rate(150, 0.06, 200, True, [120, 160]) == learning_rate(
+        150, 0.06, 200, True, []
+    )
 
 
-@pytest.mark.parametrize("epoch, expected", [
-    (1, 0.06),
-    (119, 0.06),
-    (120, 0.06 * 0.1),
-    (159, 0.06 * 0.1),
-    (160, 0.06 * 0.1 * 0.1),
-    (200, 0.06 * 0.1 * 0.1),
-])
+@pytest.mark.parametrize(
+    "epoch, expected",
+    [
+        (1, 0.06),
+        (119, 0.06),
+        (120, 0.06 * 0.1),
+        (159, 0.06 * 0.1),
+        (160, 0.06 * 0.1 * 0.1),
+        (200, 0.06 * 0.1 * 0.1),
+    ],
+)
 def test_step_schedule_drops_tenfold_at_each_milestone(epoch, expected):
     assert learning_rate(epoch, 0.06, 200, False, [120, 160]) == expected
 
 
 def test_empty_schedule_without_cos_is_constant():
-    assert learning_rates(0.06, 5, False, []) == [0.06] * 5
+    assert [learning_rate(e, 0.06, 5, False, []) for e in range(1, 6)] == [0.06] * 5
 
 
 @pytest.mark.parametrize("cos, schedule", [(True, []), (False, [120, 160]), (False, [1, 3])])
 def test_every_epoch_matches_reference(cos, schedule):
-    rates = learning_rates(0.06, 200, cos, schedule)
-    assert rates == [reference_adjust_learning_rate(e, 0.06, 200, cos, schedule)
-                     for e in range(1, 201)]
-
-
-def test_per_step_rates_repeat_each_epoch():
-    rates = learning_rates(0.1, 3, False, [2, 3], steps_per_epoch=2)
-    assert rates == [0.1, 0.1, 0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1 * 0.1, 0.1 * 0.1 * 0.1]
+    rates = [learning_rate(e, 0.06, 200, cos, schedule) for e in range(1, 201)]
+    assert rates == [
+        reference_adjust_learning_rate(e, 0.06, 200, cos, schedule) for e in range(1, 201)
+    ]
 
 
 @pytest.mark.parametrize("epoch", [0, 201])
 def test_epoch_outside_one_based_range_fails(epoch):
     with pytest.raises(ValueError, match="1-based"):
         learning_rate(epoch, 0.06, 200, True, [])
-
-
-def test_steps_per_epoch_must_be_positive():
-    with pytest.raises(ValueError):
-        learning_rates(0.06, 2, True, [], steps_per_epoch=0)

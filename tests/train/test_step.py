@@ -1,9 +1,10 @@
 """One compiled training step: order of the mechanisms, SGD with weight decay on every weight."""
-import numpy as np
-import mindspore as ms
 
-from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate
+import mindspore as ms
+import numpy as np
+
 from src.models import MoCo
+from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate
 
 LR, WD, M = 0.1, 0.01, 0.9
 
@@ -34,7 +35,7 @@ def test_optimizer_holds_encoder_q_only():
 
 
 def test_one_step_matches_the_reference_order(mode):
-    """k <- m k + (1 - m) q with q *before* the SGD step; then q <- q - lr (g + wd q); enqueue keys."""
+    """k <- m k + (1 - m) q with q *before* SGD; then q <- q - lr (g + wd q); enqueue keys."""
     model, optimizer = build()
     step = MoCoTrainStep(model, optimizer)
     step.set_train()
@@ -57,12 +58,15 @@ def test_one_step_matches_the_reference_order(mode):
 
     # Two separately compiled graphs may fuse float32 ops differently: ~1e-5 relative.
     np.testing.assert_allclose(float(loss.asnumpy()), float(twin_loss.asnumpy()), rtol=1e-4)
-    for (name, q), k_param in zip(q0.items(), model.params_k):
-        np.testing.assert_allclose(k_param.asnumpy(), M * k0[k_param.name] + (1 - M) * q, rtol=1e-5, atol=1e-7)
+    for q, k_param in zip(q0.values(), model.params_k):
+        np.testing.assert_allclose(
+            k_param.asnumpy(), M * k0[k_param.name] + (1 - M) * q, rtol=1e-5, atol=1e-7
+        )
     for (name, q), grad, param in zip(q0.items(), grads, model.params_q):
         # First momentum step: the velocity is the (decayed) gradient itself; gamma/beta decay too.
-        np.testing.assert_allclose(param.asnumpy(), q - LR * (grad + WD * q), rtol=1e-4, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            param.asnumpy(), q - LR * (grad + WD * q), rtol=1e-4, atol=1e-6, err_msg=name
+        )
     np.testing.assert_allclose(model.queue.asnumpy()[:16], twin_keys.asnumpy(), atol=1e-5)
     assert model.queue_ptr.asnumpy()[0] == 16
 

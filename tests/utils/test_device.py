@@ -55,17 +55,28 @@ def _cpu_has_avx512():
         return False
 
 
-@pytest.mark.skipif(not _cpu_has_avx512(),
-                    reason="this CPU has no AVX-512: oneDNN never takes its reference convolution")
+@pytest.mark.skipif(
+    not _cpu_has_avx512(),
+    reason="this CPU has no AVX-512: oneDNN never takes its reference convolution",
+)
 def test_convolution_runs_a_jit_kernel_on_avx512():
     env = {k: v for k, v in os.environ.items() if k not in ONEDNN_ISA_VARIABLES}
     env["ONEDNN_VERBOSE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", CONV_VS_MATMUL], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CONV_VS_MATMUL],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # onednn_verbose,v1,primitive,exec,cpu,convolution,<implementation>,...
-    kernels = {line.split(",")[6] for line in proc.stdout.splitlines()
-               if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line}
+    kernels = {
+        line.split(",")[6]
+        for line in proc.stdout.splitlines()
+        if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line
+    }
     assert kernels and not any("ref" in kernel for kernel in kernels), kernels
     ratio = float(proc.stdout.split("RATIO")[-1])
     # Measured: about 1.3 with the cap, about 100 on the reference kernel.

@@ -1,0 +1,33 @@
+"""Tests for src.eval.feature_cache: keys, hits, misses, unreadable entries."""
+
+import os
+
+import numpy as np
+
+from src.eval.feature_cache import FeatureCache
+
+
+def test_feature_cache_keys(tmp_path):
+    checkpoint = tmp_path / "model_last.ckpt"
+    checkpoint.write_bytes(b"weights")
+    cache = FeatureCache(str(tmp_path), str(checkpoint))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"embedding": np.full((3, 2), len(calls), np.float32)}
+
+    key = cache.key("train", images=3)
+    first = cache.get_or_compute("cifar10-train", key, compute)
+    again = cache.get_or_compute("cifar10-train", cache.key("train", images=3), compute)
+    assert (first.loaded, again.loaded, len(calls)) == (False, True, 1)
+    np.testing.assert_array_equal(again.arrays["embedding"], first.arrays["embedding"])
+    assert os.path.basename(again.path) == "features-model_last-cifar10-train.npz"
+
+    assert not cache.get_or_compute("cifar10-train", cache.key("train", images=4), compute).loaded
+    os.utime(checkpoint, ns=(1, 1))  # main.py rewrote the checkpoint
+    assert not cache.get_or_compute("cifar10-train", cache.key("train", images=4), compute).loaded
+    with open(cache.path("cifar10-train"), "wb") as f:
+        f.write(b"truncated")
+    assert not cache.get_or_compute("cifar10-train", cache.key("train", images=4), compute).loaded
+    assert len(calls) == 4
