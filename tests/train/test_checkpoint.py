@@ -1,6 +1,8 @@
 """Atomic checkpoints; restoring checks the model fits."""
 
+import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import mindspore as ms
@@ -88,3 +90,15 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         ckpt.save_checkpoint(step, path, 2, args)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["model_last.ckpt"]
+
+
+def test_entries_are_those_earlier_versions_wrote(tmp_path):
+    """checkpoint_format_v1.json lists what save_checkpoint wrote before the src/train layout
+    (names, shapes, metadata) for this model: the same entries mean old checkpoints still load."""
+    expected = json.loads((Path(__file__).parent / "checkpoint_format_v1.json").read_text())
+    step, args = build()
+    path = str(tmp_path / "model_last.ckpt")
+    ckpt.save_checkpoint(step, path, epoch=3, args=args)
+    written = {name: value if isinstance(value, str) else list(value.shape)
+               for name, value in ms.load_checkpoint(path).items()}
+    assert written == expected
