@@ -12,6 +12,8 @@ of visualize.py.
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from typing import Optional
 
 from src.config import ConfigError, add_evaluation_arguments, resolve_evaluation_args
 from src.data import DatasetError
@@ -22,7 +24,7 @@ from src.utils.io import write_json
 from src.utils.progress import setup_logging
 
 
-def create_parser():
+def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a MoCo checkpoint: weighted kNN or linear probe on frozen features",
         allow_abbrev=False,
@@ -83,7 +85,7 @@ def summary(results: dict) -> str:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = setup_logging()
     args = create_parser().parse_args(argv)
     try:

@@ -3,8 +3,11 @@
 python main.py --config configs/cifar10.yaml --device_target GPU
 """
 
+import argparse
 import os
 import sys
+from collections.abc import Sequence
+from typing import Optional
 
 import mindspore as ms
 
@@ -19,7 +22,7 @@ from src.utils.device import DeviceError, set_device
 from src.utils.progress import setup_logging
 
 
-def prepare_results_dir(args) -> None:
+def prepare_results_dir(args: argparse.Namespace) -> None:
     """Creates the results folder, fails early if it is not writable, saves the config."""
     probe = os.path.join(args.results_dir, ".write_test")
     try:
@@ -32,7 +35,7 @@ def prepare_results_dir(args) -> None:
     save_config(args, os.path.join(args.results_dir, CONFIG_NAME))
 
 
-def resolve_resume(args) -> str:
+def resolve_resume(args: argparse.Namespace) -> str:
     """``--resume auto``: the results folder's last checkpoint, if any."""
     if args.resume != "auto":
         return args.resume
@@ -40,7 +43,7 @@ def resolve_resume(args) -> str:
     return path if os.path.isfile(path) else ""
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = setup_logging()
     try:
         args = parse_args(argv)

@@ -9,8 +9,11 @@ The curves come from RESULTS/log.csv written by main.py.
 """
 
 import argparse
+import logging
 import os
 import sys
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -37,7 +40,7 @@ from src.utils.figures import (
 from src.utils.progress import setup_logging
 
 
-def create_parser():
+def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Draw the retrieval grid of a checkpoint or the training curves of a run",
         allow_abbrev=False,
@@ -73,7 +76,7 @@ def create_parser():
     return parser
 
 
-def choose_queries(args, num_test: int) -> np.ndarray:
+def choose_queries(args: argparse.Namespace, num_test: int) -> np.ndarray:
     """Test indices to query: the given ones, or ``--num-queries`` distinct random ones."""
     if args.query_index:
         bad = [i for i in args.query_index if not 0 <= i < num_test]
@@ -87,7 +90,7 @@ def choose_queries(args, num_test: int) -> np.ndarray:
     )
 
 
-def draw_retrieval(args, logger) -> str:
+def draw_retrieval(args: argparse.Namespace, logger: logging.Logger) -> str:
     if args.topk < 1:
         raise ConfigError(f"--topk must be positive, got {args.topk}")
     resolve_evaluation_args(args)
@@ -143,7 +146,7 @@ def read_training_log(path: str):
     return loss, knn
 
 
-def run_description(results_dir):
+def run_description(results_dir: str) -> str:
     """Two lines on the run's recipe, from its config.yaml if there is one."""
     name = os.path.basename(os.path.normpath(results_dir))
     path = os.path.join(results_dir, CONFIG_NAME)
@@ -161,7 +164,7 @@ def run_description(results_dir):
     )
 
 
-def draw_curves(args) -> str:
+def draw_curves(args: argparse.Namespace) -> str:
     results_dir = args.curves
     loss, knn = read_training_log(os.path.join(results_dir, LOG_NAME))
     figure = training_curves_figure(
@@ -174,7 +177,7 @@ def draw_curves(args) -> str:
     return save_figure(figure, args.output or os.path.join(results_dir, "training_curve.png"))
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = setup_logging()
     parser = create_parser()
     args = parser.parse_args(argv)

@@ -53,4 +53,7 @@ def test_src_imports_point_down(path):
 
 def test_the_check_sees_relative_imports(tmp_path):
     assert project_imports(REPO_ROOT / "src" / "eval" / "evaluate.py") >= {
-        "src.train.checkpoint", "src.eval.features", "src.models"}
+        "src.train.checkpoint",
+        "src.eval.features",
+        "src.models",
+    }

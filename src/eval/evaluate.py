@@ -1,6 +1,8 @@
 """What infer.py and visualize.py share: a checkpoint's query encoder, its features of both
 splits (cached), and the kNN and linear-probe reports."""
 
+import argparse
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -90,7 +92,7 @@ def _split_features(network, split: CifarSplit, name: str, args, cache, logger):
     return result.arrays, result.loaded
 
 
-def load_features(args, logger) -> Features:
+def load_features(args: argparse.Namespace, logger: logging.Logger) -> Features:
     """Restores ``args.checkpoint``'s encoder_q and gets the features of both splits.
 
     ``args``: checkpoint, dataset, data_dir, train_subset, test_subset, batch_size, workers,
@@ -177,7 +179,7 @@ def linear_results(features: Features, probe: LinearProbeConfig) -> dict:
     }
 
 
-def evaluate(args, logger) -> dict:
+def evaluate(args: argparse.Namespace, logger: logging.Logger) -> dict:
     """infer.py's evaluation: features (cached), then ``args.protocol``; the results to save."""
     start = time.perf_counter()
     features = load_features(args, logger)

@@ -1,6 +1,7 @@
 """Feature extraction from a frozen encoder, and the kNN monitor of training."""
 
 import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
@@ -35,7 +36,7 @@ def _pad_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def extract_features(
-    network: BackboneAndEmbedding, dataset, batch_size: int, desc: str = "Features"
+    network: BackboneAndEmbedding, dataset: ds.Dataset, batch_size: int, desc: str = "Features"
 ) -> dict[str, np.ndarray]:
     """Features of every image of an eval dataset (``image``, ``label`` columns), in order.
 

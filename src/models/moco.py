@@ -118,7 +118,7 @@ class MoCo(nn.Cell):
         return loss, k
 
 
-def create_moco(args):
+def create_moco(args) -> MoCo:
     """Builds :class:`MoCo` from a resolved config namespace."""
     return MoCo(
         dim=args.moco_dim,

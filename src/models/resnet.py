@@ -9,7 +9,7 @@ from mindspore.common.initializer import HeNormal, HeUniform
 from .split_bn import SplitBatchNorm
 
 
-def conv3x3(in_channels, out_channels, stride=1):
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(
         in_channels,
         out_channels,
@@ -22,7 +22,7 @@ def conv3x3(in_channels, out_channels, stride=1):
     )
 
 
-def conv1x1(in_channels, out_channels, stride=1):
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(
         in_channels,
         out_channels,
@@ -122,7 +122,9 @@ class ResNetCifar(nn.Cell):
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
-def create_backbone(arch="resnet18", num_classes=128, bn_splits=1):
+def create_backbone(
+    arch: str = "resnet18", num_classes: int = 128, bn_splits: int = 1
+) -> ResNetCifar:
     """Builds a CIFAR ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")

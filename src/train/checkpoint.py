@@ -1,9 +1,11 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
 
+import argparse
 import os
 from typing import Optional
 
 import mindspore as ms
+from mindspore import nn
 
 from ..models.split_bn import SCRATCH_PREFIX
 from ..utils import faults
@@ -22,7 +24,7 @@ def _state(cell):
     return {p.name: p for p in cell.get_parameters() if SCRATCH_PREFIX not in p.name}
 
 
-def save_checkpoint(cell, path: str, epoch: int, args) -> None:
+def save_checkpoint(cell: nn.Cell, path: str, epoch: int, args: argparse.Namespace) -> None:
     """Writes all parameters of ``cell`` (model, queue, optimizer state), the epoch and the
     model settings, atomically: ``path`` holds either the old or the new state."""
     meta = {"epoch": int(epoch), **{key: getattr(args, key) for key in MODEL_KEYS}}
@@ -63,7 +65,11 @@ def checkpoint_settings(saved: dict) -> dict:
 
 
 def load_checkpoint(
-    cell, path: str, args=None, prefix: str = "", saved: Optional[dict] = None
+    cell: nn.Cell,
+    path: str,
+    args: Optional[argparse.Namespace] = None,
+    prefix: str = "",
+    saved: Optional[dict] = None,
 ) -> int:
     """Loads a checkpoint into ``cell`` after checking that it fits; returns its epoch.
 

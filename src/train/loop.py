@@ -1,14 +1,17 @@
 """The training loop: epochs of compiled steps, kNN monitor, CSV log and checkpoint."""
 
+import argparse
 import csv
 import math
 import os
 from typing import Callable, Optional
 
 import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
+from mindspore import nn
 
-from ..data import create_train_dataset, get_dataset_spec
+from ..data import CifarSplit, create_train_dataset, get_dataset_spec
 from ..utils import faults
 from ..utils.progress import Progress, logger
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -31,8 +34,8 @@ def shuffle_permutations(seed: int, epoch: int, steps: int, batch_size: int) -> 
 
 
 def train_one_epoch(
-    train_step,
-    dataset,
+    train_step: nn.Cell,
+    dataset: ds.Dataset,
     epoch: int,
     epochs: int,
     lr: float,
@@ -99,7 +102,12 @@ def read_log(path: str) -> list[dict]:
     return rows
 
 
-def fit(train_step, train_split, args, monitor: Optional[Callable[[], float]] = None) -> None:
+def fit(
+    train_step: nn.Cell,
+    train_split: CifarSplit,
+    args: argparse.Namespace,
+    monitor: Optional[Callable[[], float]] = None,
+) -> None:
     """Trains from ``args.resume`` (if set) to ``args.epochs``, into ``args.results_dir``.
 
     After each epoch: ``monitor()`` (kNN top-1) every ``args.knn_interval`` epochs, a row of

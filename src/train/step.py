@@ -4,7 +4,9 @@ import mindspore as ms
 from mindspore import nn, ops
 
 
-def create_optimizer(model, lr, weight_decay, momentum=0.9):
+def create_optimizer(
+    model: nn.Cell, lr: float, weight_decay: float, momentum: float = 0.9
+) -> nn.Momentum:
     """SGD with momentum over ``encoder_q``, decaying every weight.
 
     MindSpore skips weight decay on BN ``gamma``/``beta`` unless the
@@ -17,7 +19,7 @@ def create_optimizer(model, lr, weight_decay, momentum=0.9):
     )
 
 
-def set_learning_rate(optimizer, lr):
+def set_learning_rate(optimizer: nn.Optimizer, lr: float) -> None:
     """Sets the learning rate of the next steps without rebuilding the optimizer.
 
     ``ops.assign``, not ``set_data``: in PyNative mode ``set_data`` is ignored

@@ -15,12 +15,12 @@ import signal
 ENV_VAR = "MOCO_FAULT"
 
 
-def requested(point):
+def requested(point: str) -> bool:
     """True if ``MOCO_FAULT`` names ``point``."""
     return os.environ.get(ENV_VAR) == point
 
 
-def kill_if_requested(point):
+def kill_if_requested(point: str) -> None:
     """Kills this process with SIGKILL (no cleanup, like a crash) if ``point`` is requested."""
     if requested(f"kill:{point}"):
         os.kill(os.getpid(), signal.SIGKILL)

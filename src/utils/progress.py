@@ -3,13 +3,14 @@
 import logging
 import sys
 import time
+from typing import Optional
 
 from tqdm import tqdm
 
 logger = logging.getLogger("moco")
 
 
-def setup_logging(log_file=None):
+def setup_logging(log_file: Optional[str] = None) -> logging.Logger:
     """Sends ``moco`` log records to stderr and, if given, to ``log_file``."""
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
@@ -42,7 +43,7 @@ class Progress:
         self.start = time.perf_counter()
         self.step = 0
 
-    def update(self, **metrics):
+    def update(self, **metrics: float) -> None:
         """Advances one step; ``metrics`` (e.g. loss, lr) are shown beside the rate."""
         self.step += 1
         elapsed = time.perf_counter() - self.start
@@ -63,7 +64,7 @@ class Progress:
                 eta,
             )
 
-    def close(self):
+    def close(self) -> float:
         if self.bar is not None:
             self.bar.close()
         return time.perf_counter() - self.start

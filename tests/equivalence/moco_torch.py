@@ -9,6 +9,7 @@ both implementations the same ones.
 
 Test-only code: it needs ``torch`` (CPU build is fine) and nothing else.
 """
+
 import math
 from functools import partial
 
@@ -35,14 +36,29 @@ class SplitBatchNorm(nn.BatchNorm2d):
         if self.training or not self.track_running_stats:
             mean_split = self.running_mean.repeat(s)
             var_split = self.running_var.repeat(s)
-            out = F.batch_norm(input.view(-1, c * s, h, w), mean_split, var_split,
-                               self.weight.repeat(s), self.bias.repeat(s), True, self.momentum,
-                               self.eps).view(n, c, h, w)
+            out = F.batch_norm(
+                input.view(-1, c * s, h, w),
+                mean_split,
+                var_split,
+                self.weight.repeat(s),
+                self.bias.repeat(s),
+                True,
+                self.momentum,
+                self.eps,
+            ).view(n, c, h, w)
             self.running_mean.data.copy_(mean_split.view(s, c).mean(dim=0))
             self.running_var.data.copy_(var_split.view(s, c).mean(dim=0))
             return out
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            False, self.momentum, self.eps)
+        return F.batch_norm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            False,
+            self.momentum,
+            self.eps,
+        )
 
 
 def conv3x3(in_planes, out_planes, stride=1):
@@ -99,11 +115,15 @@ class ResNet(nn.Module):
         norm_layer = self._norm_layer
         downsample = None
         if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * BasicBlock.expansion, stride),
-                                       norm_layer(planes * BasicBlock.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * BasicBlock.expansion, stride),
+                norm_layer(planes * BasicBlock.expansion),
+            )
         layers = [BasicBlock(self.inplanes, planes, stride, downsample, norm_layer)]
         self.inplanes = planes * BasicBlock.expansion
-        layers += [BasicBlock(self.inplanes, planes, norm_layer=norm_layer) for _ in range(1, blocks)]
+        layers += [
+            BasicBlock(self.inplanes, planes, norm_layer=norm_layer) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
 
@@ -119,7 +139,9 @@ class ModelBase(nn.Module):
 
     def __init__(self, feature_dim=128, arch="resnet18", bn_splits=16):
         super().__init__()
-        norm_layer = partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else nn.BatchNorm2d
+        norm_layer = (
+            partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else nn.BatchNorm2d
+        )
         resnet = ResNet(ARCHS[arch], num_classes=feature_dim, norm_layer=norm_layer)
         net = []
         for name, module in resnet.named_children():
@@ -144,8 +166,9 @@ class ModelMoCo(nn.Module):
     the symmetric loss), where the demo draws ``torch.randperm`` inside.
     """
 
-    def __init__(self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8,
-                 symmetric=False):
+    def __init__(
+        self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8, symmetric=False
+    ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
         self.encoder_q = ModelBase(feature_dim=dim, arch=arch, bn_splits=bn_splits)
@@ -159,14 +182,14 @@ class ModelMoCo(nn.Module):
     @torch.no_grad()
     def _momentum_update_key_encoder(self):
         for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
-            param_k.data = param_k.data * self.m + param_q.data * (1. - self.m)
+            param_k.data = param_k.data * self.m + param_q.data * (1.0 - self.m)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys):
         batch_size = keys.shape[0]
         ptr = int(self.queue_ptr)
         assert self.K % batch_size == 0
-        self.queue[:, ptr:ptr + batch_size] = keys.t()
+        self.queue[:, ptr : ptr + batch_size] = keys.t()
         self.queue_ptr[0] = (ptr + batch_size) % self.K
 
     @torch.no_grad()
@@ -220,10 +243,10 @@ def create_optimizer(model, lr, weight_decay, momentum=0.9):
 def adjust_learning_rate(optimizer, epoch, lr, epochs, cos, schedule):
     """The demo's per-epoch rate (``epoch`` is 1-based there); sets it and returns it."""
     if cos:
-        lr *= 0.5 * (1. + math.cos(math.pi * epoch / epochs))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     else:
         for milestone in schedule:
-            lr *= 0.1 if epoch >= milestone else 1.
+            lr *= 0.1 if epoch >= milestone else 1.0
     if optimizer is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -241,5 +264,7 @@ def knn_predict(feature, feature_bank, feature_labels, classes, knn_k, knn_t):
     sim_weight = (sim_weight / knn_t).exp()
     one_hot = torch.zeros(feature.size(0) * knn_k, classes)
     one_hot = one_hot.scatter(dim=-1, index=sim_labels.view(-1, 1), value=1.0)
-    pred_scores = torch.sum(one_hot.view(feature.size(0), -1, classes) * sim_weight.unsqueeze(-1), dim=1)
+    pred_scores = torch.sum(
+        one_hot.view(feature.size(0), -1, classes) * sim_weight.unsqueeze(-1), dim=1
+    )
     return pred_scores.argsort(dim=-1, descending=True)

@@ -1,47 +1,11 @@
 """Our MindSpore MoCo computes the numbers of the PyTorch reference (the demo notebook).
 
-The reference is tests/reference/moco_torch.py, a compact re-implementation of the demo
+The reference is tests/equivalence/moco_torch.py, a compact re-implementation of the demo
 (facebookresearch/moco, colab/moco_cifar10_demo). Both sides get the same weights (copied
 MindSpore -> PyTorch with the checkpoint converter's mapping, so the converter is tested too),
 the same batches (fake CIFAR files read by our reader, our test transform, fixed 16x16 crops as
-the two views; no random augmentation) and the same shuffle-BN permutations.
-
-Measured on the 2-core CPU box; "rel" is max |ours - ref| / max |ref| of the worst tensor:
-
-=====================================================  =================  ========
-comparison                                             measured (rel)     asserted
-=====================================================  =================  ========
-backbone forward, train mode, bn-splits 8, batch 32    3.4e-6             1e-5
-split-BN running statistics after that forward         2.4e-7             1e-5
-backbone forward, eval mode                            1.0e-6             1e-5
-loss, asymmetric / symmetric                           6.2e-7 / 9.3e-7    1e-5
-logits, asymmetric / symmetric                         2.2e-6 / 2.9e-6    1e-5
-keys enqueued, asymmetric / symmetric                  3.0e-6 / 3.3e-6    1e-5
-encoder_k after the momentum update                    0 (bitwise)        1e-6
-BN running statistics of both encoders after forward   4.0e-7             1e-5
-encoder_q gradients vs float64 reference, asym / sym   8.2e-6 / 8.1e-6    1e-4
-  (same vs the float32 reference, asym / sym)          1.9e-5 / 3.9e-3    -
-one step vs float32 / float64: loss                    1.3e-6 / 4.7e-7    1e-5
-  encoder_q weights and BN statistics                  3.9e-6 / 2.4e-6    1e-5
-  encoder_k weights and BN statistics                  3.2e-7 / 2.2e-7    1e-5
-  queue (pointer equal)                                2.8e-6 / 1.7e-6    1e-5
-  SGD momentum buffers (= first gradients + wd w)      2.6e-5 / 9.0e-6    1e-4
-single steps 2, 7, 20 restarted from our state:
-  loss                                                 2.9e-7             1e-5
-  encoder_q / encoder_k weights and BN statistics      1.3e-5 / 3.6e-7    1e-4
-  queue                                                2.9e-6             1e-5
-  SGD momentum buffers                                 3.7e-4             1e-3
-20 free-running steps (float32 reference):
-  loss, every step                                     1.3e-5             1e-2
-  encoder_q weights: relative L2 / worst tensor        2.2e-4 / 1.6e-3    3e-2 (L2)
-  encoder_k weights: relative L2 / worst tensor        2.7e-5 / 3.5e-4    5e-3 (L2)
-  queue: relative L2 / worst                           3.2e-4 / 5.2e-4    0.1 (L2)
-  BN running statistics: relative L2 / worst tensor    2.1e-3 / 8.8e-3    0.2 (L2)
-features of converted weights (both encoders)          5.8e-7             1e-5
-knn_predict (top-1, full rankings without ties)        identical          equal
-lr schedules (--cos; --schedule 120 160), 200 epochs   identical          ==
-converter round trip torch -> ours -> torch            bitwise            bitwise
-=====================================================  =================  ========
+the two views; no random augmentation) and the same shuffle-BN permutations. The measured
+differences are in the README's Faithfulness section; ``pytest -s`` prints them.
 
 Why float64, and why 20 steps agree less tightly. In float32, whenever a pre-activation lies
 within rounding distance of zero, one side's ReLU flips and the gradients of the layers below
@@ -49,7 +13,7 @@ move, by far more than the rounding: with 16x16 crops layer4 maps are 2x2 and a 
 of two images has 8 values per channel, so one activation weighs a lot (seen while writing this
 test: a 2e-6 pre-activation turned a 1e-6 state difference into a 30% difference of
 ``net.6.1.conv1``'s gradient, float64 on both sides). It is the float32 *reference* that hits
-such a flip in the symmetric gradient test above (3.9e-3 vs float64, where we are within 1e-5),
+such a flip in the symmetric gradient test (3.9e-3 vs float64, where we are within 1e-5),
 so gradients are checked against the float64 reference. Over free-running steps the flips
 accumulate and momentum 0.9 carries them on: with other seeds (5/6) the same 20 steps end
 at relative L2 7e-3 (encoder_q), 3e-2 (queue), 5e-2 (BN statistics), loss 3e-3; the bounds
@@ -63,6 +27,7 @@ of wall time on the 2 shared cores. Gradients of the first step are compared wit
 ``ms.value_and_grad`` on the MoCo cell after the momentum update (PYNATIVE, so the logits can be
 recorded), the training steps with the compiled ``MoCoTrainStep`` (GRAPH).
 """
+
 import copy
 import math
 from types import SimpleNamespace
@@ -71,21 +36,23 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="PyTorch is a test-only dependency (requirements-dev.txt); without it the "
-                    "comparison with the PyTorch reference cannot run")
+    "torch",
+    reason="PyTorch is a test-only dependency (requirements-dev.txt); without it the "
+    "comparison with the PyTorch reference cannot run",
+)
 
 import mindspore as ms  # noqa: E402
 
-from helpers import write_fake_cifar  # noqa: E402
 from equivalence import moco_torch as ref  # noqa: E402
+from helpers import write_fake_cifar  # noqa: E402
 from src.data import create_eval_dataset, get_dataset_spec, load_cifar  # noqa: E402
 from src.eval import knn as our_knn  # noqa: E402
-from src.train.checkpoint import load_checkpoint  # noqa: E402
-from src.train.schedule import learning_rate  # noqa: E402
-from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate  # noqa: E402
 from src.models import MoCo  # noqa: E402
 from src.models import moco as moco_module  # noqa: E402
 from src.tools import convert_pytorch as cv  # noqa: E402
+from src.train.checkpoint import load_checkpoint  # noqa: E402
+from src.train.schedule import learning_rate  # noqa: E402
+from src.train.step import MoCoTrainStep, create_optimizer, set_learning_rate  # noqa: E402
 
 # One thread: two PyTorch threads fighting MindSpore's and other jobs' for 2 cores made each
 # PyTorch step ~4x slower.
@@ -131,9 +98,10 @@ def record(what, value):
 
 # --------------------------------------------------------------------------- data and models
 
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """64 fake CIFAR-10 images, read from the on-disk format and normalised by our test transform."""
+    """64 fake CIFAR-10 images, read from the on-disk format, normalised by our test transform."""
     root = write_fake_cifar(tmp_path_factory.mktemp("cifar"), n_train=64, n_test=16)
     spec = get_dataset_spec("cifar10")
     split = load_cifar("cifar10", root, "train")
@@ -149,7 +117,7 @@ def make_batch(images, rng, n=N):
     crops = []
     for _ in range(2):
         top, left = rng.integers(0, 32 - SIZE + 1, size=2)
-        crops.append(np.ascontiguousarray(chosen[:, :, top:top + SIZE, left:left + SIZE]))
+        crops.append(np.ascontiguousarray(chosen[:, :, top : top + SIZE, left : left + SIZE]))
     perm = np.stack([rng.permutation(n), rng.permutation(n)]).astype(np.int32)
     return crops[0], crops[1], perm
 
@@ -171,13 +139,12 @@ def build_ours(seed=0, symmetric=False):
         else:
             continue
         param.set_data(ms.Tensor(value.astype(np.float32)))
-    cv.load_mindspore_model_state(model, cv.mindspore_model_state(model))  # refreshes split-BN copies
     return model
 
 
 def reference_of(model, symmetric=False, splits=SPLITS):
     """The PyTorch reference holding our model's weights, copied by the converter's mapping."""
-    state, _ = cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
+    state = cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
     torch_model = ref.ModelMoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits, symmetric=symmetric)
     torch_model.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()})
     return torch_model
@@ -185,7 +152,7 @@ def reference_of(model, symmetric=False, splits=SPLITS):
 
 def ours_as_torch(model):
     """Our model tensors under the reference's names and layouts (queue C x K)."""
-    return cv.mindspore_state_to_torch(cv.mindspore_model_state(model))[0]
+    return cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
 
 
 def torch_state(torch_model):
@@ -194,11 +161,15 @@ def torch_state(torch_model):
 
 
 def keys_of(state, prefix="", contains=""):
-    return [key for key in state if key.startswith(prefix) and contains in key
-            and not key.endswith("num_batches_tracked")]
+    return [
+        key
+        for key in state
+        if key.startswith(prefix) and contains in key and not key.endswith("num_batches_tracked")
+    ]
 
 
 # --------------------------------------------------------------------------- backbone
+
 
 def encoder_q_outputs(model, reference, x, train):
     """encoder_q of both implementations on the same images, in train or eval mode."""
@@ -215,8 +186,9 @@ def test_backbone_forward_train_and_eval(images):
     reference = reference_of(model)
     # The converter's parameter order is the reference's model.parameters() order (the index
     # of the demo's SGD state).
-    assert [k for k, _ in cv.torch_parameter_names(cv.mindspore_model_state(model))] == \
-        [name for name, _ in reference.named_parameters()]
+    assert [k for k, _ in cv.torch_parameter_names(cv.mindspore_model_state(model))] == [
+        name for name, _ in reference.named_parameters()
+    ]
     x = images[:32, :, :SIZE, :SIZE]  # batch 32: 4 images per split-BN group
     initial_mean = model.encoder_q.net[1].moving_mean.asnumpy().copy()
 
@@ -226,8 +198,12 @@ def test_backbone_forward_train_and_eval(images):
     # Running statistics after one train-mode forward (momentum 0.1, unbiased variance, averaged
     # over the splits).
     ours_state, their_state = ours_as_torch(model), torch_state(reference)
-    diff, key = worst(ours_state, their_state, keys_of(their_state, "encoder_q.", "running_"),
-                      "split-BN running statistics after one forward")
+    diff, key = worst(
+        ours_state,
+        their_state,
+        keys_of(their_state, "encoder_q.", "running_"),
+        "split-BN running statistics after one forward",
+    )
     assert diff < 1e-5, key
     assert not np.allclose(ours_state["encoder_q.net.1.running_mean"], initial_mean)  # they moved
 
@@ -236,6 +212,7 @@ def test_backbone_forward_train_and_eval(images):
 
 
 # --------------------------------------------------------------------------- loss and gradients
+
 
 class _RecordingOps:
     """Stands in for ``mindspore.ops`` inside src/models/moco.py and records the logits that
@@ -266,8 +243,9 @@ def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric):
     model.set_train(True)
     model.momentum_update_key_encoder()
     # The weights MoCoTrainStep differentiates: its optimizer's, encoder_q's learnable ones.
-    grad_fn = ms.value_and_grad(model, None, ms.ParameterTuple(model.encoder_q.trainable_params()),
-                                has_aux=True)
+    grad_fn = ms.value_and_grad(
+        model, None, ms.ParameterTuple(model.encoder_q.trainable_params()), has_aux=True
+    )
     (loss, keys), grads = grad_fn(ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(perm))
     model.dequeue_and_enqueue(keys)
     monkeypatch.undo()
@@ -293,16 +271,32 @@ def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric):
         assert record(f"logits ({label})", rel_diff(ours, theirs)) < 1e-5
 
     ours_state, their_state = ours_as_torch(model), torch_state(reference)
-    assert record(f"keys in the queue after enqueue ({label})",
-                  rel_diff(ours_state["queue"], their_state["queue"])) < 1e-5
-    assert ours_state["queue_ptr"].tolist() == their_state["queue_ptr"].tolist() == \
-        [(2 if symmetric else 1) * N]
+    assert (
+        record(
+            f"keys in the queue after enqueue ({label})",
+            rel_diff(ours_state["queue"], their_state["queue"]),
+        )
+        < 1e-5
+    )
+    assert (
+        ours_state["queue_ptr"].tolist()
+        == their_state["queue_ptr"].tolist()
+        == [(2 if symmetric else 1) * N]
+    )
     key_weights = [k for k, _ in reference.encoder_k.named_parameters()]
-    diff, key = worst(ours_state, their_state, [f"encoder_k.{k}" for k in key_weights],
-                      "encoder_k weights after the momentum update")
+    diff, key = worst(
+        ours_state,
+        their_state,
+        [f"encoder_k.{k}" for k in key_weights],
+        "encoder_k weights after the momentum update",
+    )
     assert diff < 1e-6, key
-    diff, key = worst(ours_state, their_state, keys_of(their_state, "", "running_"),
-                      f"BN running statistics after the forward ({label})")
+    diff, key = worst(
+        ours_state,
+        their_state,
+        keys_of(their_state, "", "running_"),
+        f"BN running statistics after the forward ({label})",
+    )
     assert diff < 1e-5, key
 
     # Gradients. Against the float64 reference: in float32, whichever side rounds a
@@ -310,24 +304,41 @@ def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric):
     # (with 2x2 layer4 maps one activation weighs a lot). With this batch it is the float32
     # reference that does (symmetric: 4e-3 vs float64, where we are within 1e-5).
     exact.train()
-    exact(torch.from_numpy(im_1).double(), torch.from_numpy(im_2).double(),
-          torch.from_numpy(perm)).backward()
-    names = [(k, n) for k, n in cv.torch_parameter_names(cv.mindspore_model_state(model))
-             if k.startswith("encoder_q.")]
+    exact(
+        torch.from_numpy(im_1).double(), torch.from_numpy(im_2).double(), torch.from_numpy(perm)
+    ).backward()
+    names = [
+        (k, n)
+        for k, n in cv.torch_parameter_names(cv.mindspore_model_state(model))
+        if k.startswith("encoder_q.")
+    ]
     assert len(names) == len(grads) == 62
     ours_grads = {key: grad.asnumpy() for (key, _), grad in zip(names, grads)}
-    float32_grads = {key: p.grad.numpy() for key, p in reference.named_parameters() if key in ours_grads}
+    float32_grads = {
+        key: p.grad.numpy() for key, p in reference.named_parameters() if key in ours_grads
+    }
     exact_grads = {key: p.grad.numpy() for key, p in exact.named_parameters() if key in ours_grads}
     assert len(exact_grads) == 62 and all(np.abs(g).max() > 0 for g in exact_grads.values())
-    diff, key = worst(ours_grads, exact_grads, list(exact_grads),
-                      f"gradients of encoder_q vs float64 reference ({label})")
+    diff, key = worst(
+        ours_grads,
+        exact_grads,
+        list(exact_grads),
+        f"gradients of encoder_q vs float64 reference ({label})",
+    )
     assert diff < 1e-4, key
-    worst(ours_grads, float32_grads, list(exact_grads), f"gradients of encoder_q vs float32 ({label})")
-    worst(float32_grads, exact_grads, list(exact_grads),
-          f"(control) float32 reference vs float64, gradients ({label})")
+    worst(
+        ours_grads, float32_grads, list(exact_grads), f"gradients of encoder_q vs float32 ({label})"
+    )
+    worst(
+        float32_grads,
+        exact_grads,
+        list(exact_grads),
+        f"(control) float32 reference vs float64, gradients ({label})",
+    )
 
 
 # --------------------------------------------------------------------------- training steps
+
 
 def cosine_lr(step):
     """Varies the rate over the steps, through ``set_learning_rate`` on our side."""
@@ -338,8 +349,9 @@ def torch_step(model, optimizer, lr, batch, dtype):
     for group in optimizer.param_groups:
         group["lr"] = lr
     im_1, im_2, perm = batch
-    loss = model(torch.from_numpy(im_1).to(dtype), torch.from_numpy(im_2).to(dtype),
-                 torch.from_numpy(perm))
+    loss = model(
+        torch.from_numpy(im_1).to(dtype), torch.from_numpy(im_2).to(dtype), torch.from_numpy(perm)
+    )
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -354,26 +366,34 @@ def loss_of(output):
 def our_moments(step, model):
     """Our SGD momentum buffers of encoder_q, under the reference's parameter names."""
     entries = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
-    return {key: entries["moments." + name]
-            for key, name in cv.torch_parameter_names(cv.mindspore_model_state(model))
-            if key.startswith("encoder_q.")}
+    return {
+        key: entries["moments." + name]
+        for key, name in cv.torch_parameter_names(cv.mindspore_model_state(model))
+        if key.startswith("encoder_q.")
+    }
 
 
 def their_moments(torch_model, torch_optimizer, keys):
     params = dict(torch_model.named_parameters())
-    return {key: torch_optimizer.state[params[key]]["momentum_buffer"].numpy().copy() for key in keys}
+    return {
+        key: torch_optimizer.state[params[key]]["momentum_buffer"].numpy().copy() for key in keys
+    }
 
 
 def sync_reference(torch_model, torch_optimizer, step, model):
     """Puts our whole training state (weights, BN statistics, queue, SGD buffers, lr) into the
     reference, through the converter's mappings."""
-    torch_model.load_state_dict({key: torch.from_numpy(value)
-                                 for key, value in ours_as_torch(model).items()})
+    torch_model.load_state_dict(
+        {key: torch.from_numpy(value) for key, value in ours_as_torch(model).items()}
+    )
     entries = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
     state = cv.mindspore_optimizer_to_torch(
-        entries, cv.torch_parameter_names(cv.mindspore_model_state(model)), WD)
-    state["state"] = {index: {"momentum_buffer": torch.from_numpy(value["momentum_buffer"])}
-                      for index, value in state["state"].items()}
+        entries, cv.torch_parameter_names(cv.mindspore_model_state(model)), WD
+    )
+    state["state"] = {
+        index: {"momentum_buffer": torch.from_numpy(value["momentum_buffer"])}
+        for index, value in state["state"].items()
+    }
     torch_optimizer.load_state_dict(state)
 
 
@@ -395,8 +415,9 @@ def trajectory(images):
     ref32 = reference_of(model)
     ref64 = copy.deepcopy(ref32).double()
     forced = copy.deepcopy(ref32)
-    opt32, opt64, forced_opt = (ref.create_optimizer(m, LR, WD, MOMENTUM)
-                                for m in (ref32, ref64, forced))
+    opt32, opt64, forced_opt = (
+        ref.create_optimizer(m, LR, WD, MOMENTUM) for m in (ref32, ref64, forced)
+    )
     for torch_model in (ref32, ref64, forced):
         torch_model.train()
     optimizer = create_optimizer(model, LR, WD, MOMENTUM)
@@ -421,18 +442,29 @@ def trajectory(images):
                 forced_loss = torch_step(forced, forced_opt, lr, batch, torch.float32)
                 moments = our_moments(step, model)
                 result["forced"][index] = dict(
-                    loss=(result["losses"][-1], forced_loss), ours=ours_as_torch(model),
+                    loss=(result["losses"][-1], forced_loss),
+                    ours=ours_as_torch(model),
                     theirs=torch_state(forced),
-                    moments=(moments, their_moments(forced, forced_opt, moments)))
+                    moments=(moments, their_moments(forced, forced_opt, moments)),
+                )
             if index == 1:
                 exact_loss = torch_step(ref64, opt64, lr, batch, torch.float64)
                 moments = our_moments(step, model)
                 result["step1"] = {
-                    "float32": dict(loss=result["ref_losses"][0], state=torch_state(ref32),
-                                    moments=their_moments(ref32, opt32, moments)),
-                    "float64": dict(loss=exact_loss, state=torch_state(ref64),
-                                    moments=their_moments(ref64, opt64, moments)),
-                    "ours": dict(loss=result["losses"][0], state=ours_as_torch(model), moments=moments)}
+                    "float32": dict(
+                        loss=result["ref_losses"][0],
+                        state=torch_state(ref32),
+                        moments=their_moments(ref32, opt32, moments),
+                    ),
+                    "float64": dict(
+                        loss=exact_loss,
+                        state=torch_state(ref64),
+                        moments=their_moments(ref64, opt64, moments),
+                    ),
+                    "ours": dict(
+                        loss=result["losses"][0], state=ours_as_torch(model), moments=moments
+                    ),
+                }
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     result["final"] = ours_as_torch(model)
@@ -444,14 +476,24 @@ def compare_step(ours, theirs, label, state_tol=1e-5, moment_tol=1e-4):
     """Loss, every tensor of both encoders, queue and pointer, SGD buffers after one step."""
     assert record(f"{label}: loss", rel_diff(ours["loss"], theirs["loss"])) < 1e-5
     for prefix in ("encoder_q.", "encoder_k."):
-        diff, key = worst(ours["state"], theirs["state"], keys_of(theirs["state"], prefix),
-                          f"{label}: {prefix[:-1]} weights and BN stats")
+        diff, key = worst(
+            ours["state"],
+            theirs["state"],
+            keys_of(theirs["state"], prefix),
+            f"{label}: {prefix[:-1]} weights and BN stats",
+        )
         assert diff < state_tol, key
-    assert record(f"{label}: queue", rel_diff(ours["state"]["queue"], theirs["state"]["queue"])) < 1e-5
+    assert (
+        record(f"{label}: queue", rel_diff(ours["state"]["queue"], theirs["state"]["queue"])) < 1e-5
+    )
     assert ours["state"]["queue_ptr"].tolist() == theirs["state"]["queue_ptr"].tolist()
     # The buffers hold (sums of) gradients + wd * w: the gradient tolerance.
-    diff, key = worst(ours["moments"], theirs["moments"], list(theirs["moments"]),
-                      f"{label}: SGD momentum buffers")
+    diff, key = worst(
+        ours["moments"],
+        theirs["moments"],
+        list(theirs["moments"]),
+        f"{label}: SGD momentum buffers",
+    )
     assert diff < moment_tol, key
 
 
@@ -472,8 +514,9 @@ def test_single_steps_deep_into_training(trajectory):
     for index, step in trajectory["forced"].items():
         ours = dict(loss=step["loss"][0], state=step["ours"], moments=step["moments"][0])
         theirs = dict(loss=step["loss"][1], state=step["theirs"], moments=step["moments"][1])
-        compare_step(ours, theirs, f"single step {index} from our state", state_tol=1e-4,
-                     moment_tol=1e-3)
+        compare_step(
+            ours, theirs, f"single step {index} from our state", state_tol=1e-4, moment_tol=1e-3
+        )
     assert trajectory["forced"][7]["ours"]["queue_ptr"].tolist() == [7 * N % K]
 
 
@@ -488,21 +531,28 @@ def test_twenty_training_steps(trajectory):
     """20 free-running steps with a varying lr, the queue wrapping three times: every tensor
     still agrees with the reference, within the float32 drift explained above."""
     losses, ref_losses = np.array(trajectory["losses"]), np.array(trajectory["ref_losses"])
-    assert record("20 steps: loss, every step",
-                  float(np.max(np.abs(losses - ref_losses) / ref_losses))) < 1e-2
+    assert (
+        record(
+            "20 steps: loss, every step", float(np.max(np.abs(losses - ref_losses) / ref_losses))
+        )
+        < 1e-2
+    )
     ours, theirs = trajectory["final"], trajectory["final_ref"]
     assert ours["queue_ptr"].tolist() == theirs["queue_ptr"].tolist() == [STEPS * N % K]
     weights = [k for k in keys_of(theirs, "encoder_") if "running_" not in k]
-    bounds = {"encoder_q weights": ([k for k in weights if k.startswith("encoder_q.")], 3e-2),
-              "encoder_k weights": ([k for k in weights if k.startswith("encoder_k.")], 5e-3),
-              "queue": (["queue"], 0.1),
-              "BN running statistics": (keys_of(theirs, "", "running_"), 0.2)}
+    bounds = {
+        "encoder_q weights": ([k for k in weights if k.startswith("encoder_q.")], 3e-2),
+        "encoder_k weights": ([k for k in weights if k.startswith("encoder_k.")], 5e-3),
+        "queue": (["queue"], 0.1),
+        "BN running statistics": (keys_of(theirs, "", "running_"), 0.2),
+    }
     for what, (keys, bound) in bounds.items():
         assert record(f"20 steps: {what} (relative L2)", rel_l2(ours, theirs, keys)) < bound, what
         worst(ours, theirs, keys, f"20 steps: {what} (worst tensor, max)")
 
 
 # --------------------------------------------------------------------------- kNN monitor
+
 
 def test_knn_predict_matches_reference():
     rng = np.random.default_rng(4)
@@ -512,8 +562,14 @@ def test_knn_predict_matches_reference():
     features = our_knn.l2_normalize(rng.standard_normal((64, 32)).astype(np.float32))
 
     ours = our_knn.knn_predict(features, bank, labels, classes, k, t, chunk_size=16)
-    theirs = ref.knn_predict(torch.from_numpy(features), torch.from_numpy(bank).t().contiguous(),
-                             torch.from_numpy(labels), classes, k, t).numpy()
+    theirs = ref.knn_predict(
+        torch.from_numpy(features),
+        torch.from_numpy(bank).t().contiguous(),
+        torch.from_numpy(labels),
+        classes,
+        k,
+        t,
+    ).numpy()
     np.testing.assert_array_equal(ours[:, 0], theirs[:, 0])  # top-1
 
     # Full ranking wherever it is defined: classes with a vote and no (near-)tie between them.
@@ -526,12 +582,13 @@ def test_knn_predict_matches_reference():
     for row in range(len(features)):
         voted = np.sort(scores[row][scores[row] > 0])[::-1]
         if np.all(np.diff(voted) < -1e-4 * voted[0]):
-            np.testing.assert_array_equal(ours[row, :len(voted)], theirs[row, :len(voted)])
+            np.testing.assert_array_equal(ours[row, : len(voted)], theirs[row, : len(voted)])
             compared += 1
     assert compared >= 0.9 * len(features)
 
 
 # --------------------------------------------------------------------------- learning rate
+
 
 @pytest.mark.parametrize("cos", [True, False], ids=["cos", "schedule-120-160"])
 def test_learning_rate_schedule_matches_reference(cos):
@@ -542,39 +599,54 @@ def test_learning_rate_schedule_matches_reference(cos):
 
 # --------------------------------------------------------------------------- converter
 
+
 @pytest.mark.parametrize("splits", [SPLITS, 1], ids=["split-bn", "plain-bn"])
 def test_converter_round_trip_is_exact_and_features_agree(images, tmp_path, splits):
     """A trained demo checkpoint -> ours -> demo is bitwise the same; our model computes its
-    features. With bn-splits 1 the demo uses nn.BatchNorm2d, whose num_batches_tracked counts."""
+    features. With bn-splits 1 the demo uses nn.BatchNorm2d, whose num_batches_tracked counts:
+    it comes back as 0 (it only matters for BatchNorm's momentum=None)."""
     torch.manual_seed(5)
     reference = ref.ModelMoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
     optimizer = ref.create_optimizer(reference, LR, WD, MOMENTUM)
     reference.train()
-    torch_step(reference, optimizer, LR, make_batch(images, np.random.default_rng(6)), torch.float32)
+    torch_step(
+        reference, optimizer, LR, make_batch(images, np.random.default_rng(6)), torch.float32
+    )
     demo = {"epoch": 7, "state_dict": reference.state_dict(), "optimizer": optimizer.state_dict()}
     counts = [v.item() for k, v in demo["state_dict"].items() if k.endswith("num_batches_tracked")]
     assert set(counts) == ({1} if splits == 1 else {0})
     torch.save(demo, tmp_path / "demo.pth")
 
-    cv.convert_pth_to_ckpt(str(tmp_path / "demo.pth"), str(tmp_path / "ours.ckpt"), bn_splits=splits)
+    cv.convert_pth_to_ckpt(
+        str(tmp_path / "demo.pth"), str(tmp_path / "ours.ckpt"), bn_splits=splits
+    )
     cv.convert_ckpt_to_pth(str(tmp_path / "ours.ckpt"), str(tmp_path / "back.pth"))
     back = torch.load(tmp_path / "back.pth", weights_only=True)
     assert back["epoch"] == 7
-    assert list(back["state_dict"]) == list(demo["state_dict"])
+    assert set(back["state_dict"]) == set(demo["state_dict"])
     for key, value in demo["state_dict"].items():
+        if key.endswith("num_batches_tracked"):
+            value = torch.zeros_like(value)  # not stored by us: exported as 0
         assert back["state_dict"][key].dtype == value.dtype, key
         assert torch.equal(back["state_dict"][key], value), key
     assert set(back["optimizer"]["state"]) == set(demo["optimizer"]["state"])
     for index, state in demo["optimizer"]["state"].items():
-        assert torch.equal(back["optimizer"]["state"][index]["momentum_buffer"],
-                           state["momentum_buffer"]), index
+        assert torch.equal(
+            back["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"]
+        ), index
     optimizer.load_state_dict(back["optimizer"])  # the demo can resume from it
 
     # Our model restored from the converted file computes the reference's features.
-    args = SimpleNamespace(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits, symmetric=False)
+    args = SimpleNamespace(
+        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits, symmetric=False
+    )
     model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
-    assert load_checkpoint(MoCoTrainStep(model, create_optimizer(model, LR, WD)),
-                           str(tmp_path / "ours.ckpt"), args) == 7
+    assert (
+        load_checkpoint(
+            MoCoTrainStep(model, create_optimizer(model, LR, WD)), str(tmp_path / "ours.ckpt"), args
+        )
+        == 7
+    )
     x = images[:N, :, :SIZE, :SIZE]
     for encoder in ("encoder_q", "encoder_k"):
         getattr(model, encoder).set_train(False)

@@ -99,6 +99,8 @@ def test_entries_are_those_earlier_versions_wrote(tmp_path):
     step, args = build()
     path = str(tmp_path / "model_last.ckpt")
     ckpt.save_checkpoint(step, path, epoch=3, args=args)
-    written = {name: value if isinstance(value, str) else list(value.shape)
-               for name, value in ms.load_checkpoint(path).items()}
+    written = {
+        name: value if isinstance(value, str) else list(value.shape)
+        for name, value in ms.load_checkpoint(path).items()
+    }
     assert written == expected
