@@ -18,6 +18,7 @@ import pytest
 from src.data.cifar import get_dataset_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, wherever it lives
 
@@ -117,18 +118,7 @@ def _batch_dict(
 def _meta_dict(name: str) -> dict[str, Any]:
     spec = get_dataset_spec(name)
     if name == "cifar10":
-        names = [
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ]
+        names = CIFAR10_CLASSES
         return {"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}
     return {
         "fine_label_names": [f"fine_class_{i:02d}" for i in range(spec.num_classes)],

@@ -21,16 +21,8 @@ MAX_CHUNK_BYTES = 64 * 2**20
 
 
 def l2_normalize(x: np.ndarray, axis: int = 1, eps: float = 1e-12) -> np.ndarray:
-    """Scales vectors to unit L2 norm like ``torch.nn.functional.normalize``.
-
-    Args:
-        x: Array to normalise.
-        axis: Axis holding the vector components.
-        eps: Lower bound of the divisor, so zero vectors stay zero.
-
-    Returns:
-        ``x / max(||x||, eps)`` with the dtype of ``x`` (float64 for ints).
-    """
+    """``x / max(||x||, eps)`` along ``axis``, as ``torch.nn.functional.normalize``; keeps
+    the dtype of ``x`` (float64 for ints), zero vectors stay zero."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -39,16 +31,8 @@ def l2_normalize(x: np.ndarray, axis: int = 1, eps: float = 1e-12) -> np.ndarray
 
 
 def default_chunk_size(bank_size: int, itemsize: int = 4) -> int:
-    """Number of queries per chunk so one chunk's work fits MAX_CHUNK_BYTES.
-
-    Args:
-        bank_size: Number of bank features N.
-        itemsize: Bytes per similarity value.
-
-    Returns:
-        At least 1.
-    """
-    # Per query row: the similarities plus int64 argpartition indices.
+    """Queries per chunk (at least 1) so that a chunk's similarities and int64 argpartition
+    indices fit MAX_CHUNK_BYTES."""
     bytes_per_query = max(1, bank_size) * (itemsize + np.dtype(np.int64).itemsize)
     return max(1, MAX_CHUNK_BYTES // bytes_per_query)
 

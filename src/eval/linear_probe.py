@@ -29,19 +29,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """Optimisation settings; the defaults are MoCo's linear protocol.
-
-    Attributes:
-        epochs: Passes over the training features.
-        lr: Initial learning rate.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty on weight and bias (0 in the protocol).
-        batch_size: Features per step; the last, smaller batch is kept.
-        cos: Cosine schedule instead of the step schedule.
-        schedule: 0-based epochs at which lr drops 10x (ignored with ``cos``).
-        seed: Seeds the initial weights and the order of every epoch.
-        init_std: Standard deviation of the initial weights.
-    """
+    """Optimisation settings; the defaults are MoCo's linear protocol. ``schedule``: 0-based
+    epochs where lr drops 10x (ignored with ``cos``); ``seed``: initial weights and the order
+    of every epoch; the last, smaller batch of an epoch is kept."""
 
     epochs: int = 100
     lr: float = 30.0
@@ -56,12 +46,7 @@ class LinearProbeConfig:
 
 @dataclass
 class LinearClassifier:
-    """``logits = features @ weight.T + bias``.
-
-    Attributes:
-        weight: float32 (C, F).
-        bias: float32 (C,).
-    """
+    """``logits = features @ weight.T + bias``; weight float32 C x F, bias float32 C."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -116,22 +101,9 @@ def train_linear_classifier(
     config: LinearProbeConfig = LinearProbeConfig(),
     on_epoch: Optional[Callable[[int, float, float], None]] = None,
 ) -> LinearClassifier:
-    """Trains a linear softmax classifier with cross-entropy and SGD with momentum.
-
-    Each step follows ``torch.optim.SGD``: ``g = grad + wd * w``,
-    ``buf = momentum * buf + g``, ``w -= lr * buf``, with the mean loss over
-    the batch.
-
-    Args:
-        features: Training features, (N, F); not normalised, as in the protocol.
-        labels: Training labels, (N,).
-        num_classes: Number of classes C.
-        config: Optimisation settings.
-        on_epoch: Called after every epoch with ``(epoch (1-based), lr,
-            mean loss)``, e.g. to report progress.
-
-    Returns:
-        The trained classifier.
+    """Trains a linear softmax classifier (cross-entropy, mean over the batch) on N x F
+    features with SGD as ``torch.optim.SGD``: ``g = grad + wd * w``, ``buf = momentum * buf +
+    g``, ``w -= lr * buf``. ``on_epoch(epoch (1-based), lr, mean loss)`` reports progress.
 
     Raises:
         ValueError: On inconsistent shapes, labels or settings.

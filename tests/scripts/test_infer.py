@@ -11,21 +11,8 @@ import pytest
 import yaml
 
 import infer
-from helpers import REPO_ROOT
+from helpers import CIFAR10_CLASSES, REPO_ROOT
 from src.eval import evaluate
-
-CIFAR10_CLASSES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +68,8 @@ def test_second_evaluation_reads_the_feature_cache(knn_run, trained, tmp_path, m
     calls = []
     monkeypatch.setattr(evaluate, "extract_features", lambda *args, **kwargs: calls.append(args))
     output = tmp_path / "linear.json"
-    code = infer.main(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--protocol",
-            "linear",
-            "--linear-epochs",
-            "5",
-            "--output-json",
-            str(output),
-        ]
-    )
+    argv = ["--checkpoint", checkpoint, "--data-dir", data_root, "--output-json", str(output)]
+    code = infer.main([*argv, *"--mode 1 --protocol linear --linear-epochs 5".split()])
     assert code == 0 and calls == []
     result = json.loads(output.read_text())
     assert result["features_from_cache"] is True
@@ -121,19 +94,9 @@ def test_model_settings_come_from_the_checkpoint(trained, tmp_path, capsys):
     data_root, checkpoint = trained
     os.symlink(checkpoint, tmp_path / "model_last.ckpt")
     output = tmp_path / "knn.json"
-    code, err = run_infer(
-        [
-            "--checkpoint",
-            str(tmp_path / "model_last.ckpt"),
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--output-json",
-            str(output),
-        ],
-        capsys,
-    )
+    argv = ["--checkpoint", str(tmp_path / "model_last.ckpt"), "--data-dir", data_root]
+    argv += ["--mode", "1", "--output-json", str(output)]
+    code, err = run_infer(argv, capsys)
     assert code == 0, err
     result = json.loads(output.read_text())
     assert (result["k"], result["t"]) == (200, 0.1)  # main.py's defaults: no config.yaml here
@@ -143,19 +106,7 @@ def test_model_settings_come_from_the_checkpoint(trained, tmp_path, capsys):
         config = yaml.safe_load(f)
     config["moco_dim"], config["knn_k"] = 8, 3
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    code, err = run_infer(
-        [
-            "--checkpoint",
-            str(tmp_path / "model_last.ckpt"),
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--output-json",
-            str(output),
-        ],
-        capsys,
-    )
+    code, err = run_infer(argv, capsys)
     assert code == 0, err
     result = json.loads(output.read_text())
     assert result["k"] == 3 and "L2-normalised 16-d" in result["features"]

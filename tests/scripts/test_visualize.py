@@ -23,34 +23,21 @@ def png_size(path):
     return struct.unpack(">II", header[16:24])
 
 
-def run_visualize(argv, capsys):
+def run_visualize(argv, capsys, trained=None):
+    """visualize.main in process; with ``trained``, on its checkpoint in PyNative mode."""
+    if trained is not None:
+        data_root, checkpoint = trained
+        argv = ["--checkpoint", checkpoint, "--data-dir", data_root, *argv]
+        argv += "--mode 1 --batch_size 16".split()
     code = visualize.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
 def test_retrieval_grid_png(trained, tmp_path, capsys):
-    data_root, checkpoint = trained
     output = tmp_path / "grid.png"
-    code, out, err = run_visualize(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--batch_size",
-            "16",
-            "--num-queries",
-            "2",
-            "--topk",
-            "3",
-            "--output",
-            str(output),
-        ],
-        capsys,
-    )
+    argv = ["--num-queries", "2", "--topk", "3", "--output", str(output)]
+    code, out, err = run_visualize(argv, capsys, trained)
     assert code == 0, err
     assert out.strip() == str(output)
     width, height = retrieval_grid_size(2, 3)
@@ -58,25 +45,8 @@ def test_retrieval_grid_png(trained, tmp_path, capsys):
 
 
 def test_given_queries_and_default_output(trained, capsys):
-    data_root, checkpoint = trained
-    code, out, err = run_visualize(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--batch_size",
-            "16",
-            "--query-index",
-            "0",
-            "19",
-            "--topk",
-            "2",
-        ],
-        capsys,
-    )
+    checkpoint = trained[1]
+    code, out, err = run_visualize("--query-index 0 19 --topk 2".split(), capsys, trained)
     assert code == 0, err
     expected = os.path.join(os.path.dirname(checkpoint), "retrieval.png")
     assert out.strip() == expected
@@ -85,24 +55,8 @@ def test_given_queries_and_default_output(trained, capsys):
 
 
 def test_query_outside_the_test_set_is_refused(trained, tmp_path, capsys):
-    data_root, checkpoint = trained
-    code, _, err = run_visualize(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--data-dir",
-            data_root,
-            "--mode",
-            "1",
-            "--batch_size",
-            "16",
-            "--query-index",
-            "20",
-            "--output",
-            str(tmp_path / "x.png"),
-        ],
-        capsys,
-    )
+    argv = ["--query-index", "20", "--output", str(tmp_path / "x.png")]
+    code, _, err = run_visualize(argv, capsys, trained)
     assert code == 2 and "outside the test set [0, 20)" in err
 
 
