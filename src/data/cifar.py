@@ -1,8 +1,6 @@
-"""Reader and download of CIFAR-10 / CIFAR-100 in the official "python version" format.
-
-The files are Python-2 pickles, read by an unpickler that resolves only the numpy globals they
-contain. Every problem is a :class:`DatasetError` whose message names the file and the fix.
-"""
+"""Reader and download of CIFAR-10/100 ("python version"): the Python-2 pickles are read by an
+unpickler resolving only their numpy globals; every problem is a :class:`DatasetError` naming
+the file and the fix."""
 
 from __future__ import annotations
 
@@ -14,11 +12,11 @@ import pickle
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import numpy as np
 
@@ -26,8 +24,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 32
 ROW_LENGTH = 3 * IMAGE_SIZE * IMAGE_SIZE  # one planar row: 1024 R, 1024 G, 1024 B values
-DOWNLOAD_TIMEOUT_SECONDS = 60.0
-_CHUNK = 1 << 20
 
 
 class DatasetError(Exception):
@@ -38,8 +34,7 @@ class DatasetError(Exception):
 class DatasetSpec:
     """Where to find and fetch one CIFAR variant, how to read it, and its normalisation."""
 
-    name: str
-    folder: str  # folder the archive extracts to, inside the data root
+    folder: str  # what the archive extracts to, inside the data root
     url: str
     archive_md5: str
     train_files: tuple[str, ...]  # concatenated in this order
@@ -48,18 +43,20 @@ class DatasetSpec:
     label_key: str
     class_names_key: str
     num_classes: int
-    mean: tuple[float, float, float]  # per channel, RGB, on the [0, 1] scale
+    mean: tuple[float, float, float]  # per RGB channel, on the [0, 1] scale
     std: tuple[float, float, float]
 
     @property
     def archive_name(self) -> str:
-        """File name of the official archive, e.g. ``cifar-10-python.tar.gz``."""
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.train_files + self.test_files + (self.meta_file,)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        name="cifar10",
         folder="cifar-10-batches-py",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         archive_md5="c58f30108f718f92721af3b95e74349a",
@@ -74,7 +71,6 @@ DATASETS: dict[str, DatasetSpec] = {
         std=(0.2023, 0.1994, 0.2010),
     ),
     "cifar100": DatasetSpec(
-        name="cifar100",
         folder="cifar-100-python",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         archive_md5="eb9058c3a382ffc7106e4002c42a8d85",
@@ -114,42 +110,35 @@ class CifarSplit:
         return len(self.images)
 
     def subset(self, size: int) -> CifarSplit:
-        """The first ``size`` images (all of them if ``size`` is larger)."""
         return CifarSplit(self.images[:size], self.labels[:size], self.classes)
-
-
-# The only globals in the official files: numpy's ndarray reduce layout (numpy._core: numpy 2).
-_ALLOWED_GLOBALS = frozenset(
-    {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "dtype"),
-    }
-)
 
 
 class _CifarUnpickler(pickle.Unpickler):
     """Resolves only the numpy globals of the official files, so no pickled code can run."""
 
+    ALLOWED = {  # numpy's ndarray reduce layout
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2
+    }
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
+        if (module, name) not in self.ALLOWED:
             raise DatasetError(f"asks for {module}.{name}, which no official CIFAR file does")
         return super().find_class(module, name)
 
 
 def _bad_file(path: Path, problem: str) -> DatasetError:
-    return DatasetError(
-        f"{path} {problem}: delete {path.parent.name} and pass --download, "
-        f"or extract the archive again"
-    )
+    fix = f"delete {path.parent.name} and pass --download, or extract the archive again"
+    return DatasetError(f"{path} {problem}: {fix}")
 
 
 def _text(value: Any) -> Any:
     return value.decode("latin1") if isinstance(value, bytes) else value
 
 
-def _unpickle(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+def _unpickle(path: Path, *keys: str) -> dict[str, Any]:
     """Reads one CIFAR pickle safely; checks it is a dict holding ``keys``."""
     try:
         with open(path, "rb") as handle:
@@ -178,14 +167,11 @@ def planar_rows_to_hwc(rows: np.ndarray) -> np.ndarray:
 
 def _read_batch(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     """Reads and validates one batch file; returns (planar rows, int32 labels)."""
-    content = _unpickle(path, ("data", spec.label_key))
-    data, key = content["data"], spec.label_key
-    if not (
-        isinstance(data, np.ndarray)
-        and data.dtype == np.uint8
-        and data.ndim == 2
-        and data.shape[1] == ROW_LENGTH
-    ):
+    key = spec.label_key
+    content = _unpickle(path, "data", key)
+    data = content["data"]
+    ok = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (ROW_LENGTH,)
+    if not ok:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise _bad_file(path, f"has 'data' of {got}, not uint8 of shape (N, {ROW_LENGTH})")
     if len(data) == 0:
@@ -198,29 +184,15 @@ def _read_batch(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
         raise _bad_file(path, f"has {key!r} that are not all integers")
     if labels.shape != (len(data),):
         raise _bad_file(path, f"has {len(data)} images but {key!r} of shape {labels.shape}")
-    if labels.min() < 0 or labels.max() >= spec.num_classes:
-        raise _bad_file(
-            path, f"has {key!r} outside [0, {spec.num_classes}): [{labels.min()}, {labels.max()}]"
-        )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= spec.num_classes:
+        raise _bad_file(path, f"has {key!r} outside [0, {spec.num_classes}): [{low}, {high}]")
     return data, labels.astype(np.int32)
 
 
-def _read_class_names(path: Path, spec: DatasetSpec) -> list[str]:
-    key = spec.class_names_key
-    names = _unpickle(path, (key,))[key]
-    if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes:
-        got = len(names) if isinstance(names, (list, tuple)) else type(names).__name__
-        raise _bad_file(path, f"has {got} class names in {key!r}, not {spec.num_classes}")
-    return [str(_text(name)) for name in names]
-
-
-def load_cifar(
-    name: str, root: str | os.PathLike, split: str = "train", download: bool = False
-) -> CifarSplit:
-    """Loads split ``"train"`` or ``"test"`` of CIFAR-10/100 from ``root``.
-
-    ``download`` fetches the archive (or extracts one already in ``root``) if the data set
-    folder is incomplete. Raises DatasetError if anything is missing, corrupt or unsafe.
+def load_cifar(name: str, root: str | os.PathLike, split="train", download=False) -> CifarSplit:
+    """Split ``"train"`` or ``"test"`` of CIFAR-10/100 in ``root``; ``download`` fetches (or
+    extracts) the archive if the folder is incomplete. DatasetError if missing, corrupt or unsafe.
     """
     spec = get_dataset_spec(name)
     if split not in ("train", "test"):
@@ -234,58 +206,71 @@ def load_cifar(
             f"{spec.folder} not found in {root}: pass --download, "
             f"or extract {spec.archive_name} there"
         )
-    classes = _read_class_names(folder / spec.meta_file, spec)
+    meta, key = folder / spec.meta_file, spec.class_names_key
+    names = _unpickle(meta, key)[key]
+    if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes:
+        got = len(names) if isinstance(names, (list, tuple)) else type(names).__name__
+        raise _bad_file(meta, f"has {got} class names in {key!r}, not {spec.num_classes}")
     files = spec.train_files if split == "train" else spec.test_files
     batches = [_read_batch(folder / file, spec) for file in files]
     rows = np.concatenate([data for data, _ in batches])
     labels = np.concatenate([batch_labels for _, batch_labels in batches])
-    return CifarSplit(planar_rows_to_hwc(rows), labels, classes)
+    return CifarSplit(planar_rows_to_hwc(rows), labels, [str(_text(n)) for n in names])
 
 
 def load_splits(
-    dataset: str,
-    data_dir: str | os.PathLike,
-    train_subset: int = 0,
-    test_subset: int = 0,
-    download: bool = False,
+    dataset: str, data_dir: str | os.PathLike, train_subset=0, test_subset=0, download=False
 ) -> tuple[CifarSplit, CifarSplit]:
     """Loads (train, test), each cut to its first ``*_subset`` images (0 = all)."""
     if train_subset < 0 or test_subset < 0:
         raise DatasetError(f"subsets must be >= 0 (0 = all), got {train_subset}, {test_subset}")
     train = load_cifar(dataset, data_dir, "train", download=download)
     test = load_cifar(dataset, data_dir, "test")
-    return (
-        train.subset(train_subset) if train_subset else train,
-        test.subset(test_subset) if test_subset else test,
-    )
+    return train.subset(train_subset or len(train)), test.subset(test_subset or len(test))
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch(url: str, target: Path, timeout: float) -> None:
-    """Streams ``url`` to ``target`` through a temporary ``.part`` file."""
-    partial = target.with_name(target.name + ".part")
+def download_cifar(name: str, root: str | os.PathLike, url=None, md5=None, timeout=60.0) -> Path:
+    """Fetches (any urllib URL, e.g. ``file://``) or reuses the archive in ``root``, checks its
+    md5 and extracts it safely and atomically. A no-op if the folder is complete; returns it.
+    """
+    spec = get_dataset_spec(name)
+    url, md5, root = url or spec.url, md5 or spec.archive_md5, Path(root)
+    folder = root / spec.folder
+    if all((folder / name).is_file() for name in spec.files):
+        return folder
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                out.write(chunk)
-                if total and out.tell() % (16 * _CHUNK) < len(chunk):
-                    logger.info("downloaded %d / %d MiB of %s", out.tell() >> 20, total >> 20, url)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def _extract(archive: Path, spec: DatasetSpec, root: Path) -> None:
-    """Extracts ``archive`` into ``root`` through a staging folder, with tarfile's data filter."""
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"cannot create {root} ({error}): pass a writable --data-dir") from None
+    archive = root / spec.archive_name
+    fetched = not archive.is_file()
+    if fetched:
+        logger.info("downloading %s to %s", url, archive)
+        partial = archive.with_name(archive.name + ".part")
+        try:
+            with urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out)
+            os.replace(partial, archive)
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            raise DatasetError(
+                f"cannot download {url} ({error}): fetch it another way and put "
+                f"{spec.archive_name} (md5 {md5}) in {root}"
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
+    digest = hashlib.md5()
+    with open(archive, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):  # 1 MiB at a time
+            digest.update(chunk)
+    got = digest.hexdigest()
+    if got != md5:
+        fix = f"it was not used, replace it with the official {spec.archive_name}"
+        if fetched:
+            archive.unlink(missing_ok=True)
+            fix = "it was deleted, pass --download to retry"
+        raise DatasetError(f"{archive} has md5 {got}, expected {md5}: {fix}")
+    # Extracts to a staging folder first; the data filter refuses absolute or ../ paths, links
+    # leaving the folder and devices.
     if not hasattr(tarfile, "data_filter"):
         raise DatasetError(
             f"this Python cannot extract {archive} safely (no tarfile data filter): "
@@ -295,7 +280,6 @@ def _extract(archive: Path, spec: DatasetSpec, root: Path) -> None:
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                # Refuses absolute or ../ paths, links leaving the folder, devices.
                 tar.extractall(staging, filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
             detail = str(error).partition("\n")[0].rstrip(":")  # ReadError lists every method
@@ -304,8 +288,7 @@ def _extract(archive: Path, spec: DatasetSpec, root: Path) -> None:
                 f"delete it and pass --download again"
             ) from None
         extracted = staging / spec.folder
-        names = spec.train_files + spec.test_files + (spec.meta_file,)
-        missing = [name for name in names if not (extracted / name).is_file()]
+        missing = [name for name in spec.files if not (extracted / name).is_file()]
         if missing:
             raise DatasetError(
                 f"{archive} lacks {spec.folder}/{', '.join(missing)}: "
@@ -317,50 +300,4 @@ def _extract(archive: Path, spec: DatasetSpec, root: Path) -> None:
         os.replace(extracted, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def download_cifar(
-    name: str,
-    root: str | os.PathLike,
-    url: str | None = None,
-    md5: str | None = None,
-    timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
-) -> Path:
-    """Fetches (any urllib URL, e.g. ``file://``), md5-checks and extracts a CIFAR archive.
-
-    An archive already in ``root`` is checked and used instead of the network; a complete
-    data set folder makes this a no-op. Returns the folder; raises DatasetError.
-    """
-    spec = get_dataset_spec(name)
-    url, md5, root = url or spec.url, md5 or spec.archive_md5, Path(root)
-    folder = root / spec.folder
-    names = spec.train_files + spec.test_files + (spec.meta_file,)
-    if all((folder / name).is_file() for name in names):
-        return folder
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DatasetError(f"cannot create {root} ({error}): pass a writable --data-dir") from None
-    archive = root / spec.archive_name
-    fetched = not archive.is_file()
-    if fetched:
-        logger.info("downloading %s to %s", url, archive)
-        try:
-            _fetch(url, archive, timeout)
-        except (OSError, ValueError, http.client.HTTPException) as error:
-            raise DatasetError(
-                f"cannot download {url} ({error}): fetch it another way and put "
-                f"{spec.archive_name} (md5 {md5}) in {root}"
-            ) from None
-    got = _md5(archive)
-    if got != md5:
-        if fetched:
-            archive.unlink(missing_ok=True)
-        fix = (
-            "it was deleted, pass --download to retry"
-            if fetched
-            else f"it was not used, replace it with the official {spec.archive_name}"
-        )
-        raise DatasetError(f"{archive} has md5 {got}, expected {md5}: {fix}")
-    _extract(archive, spec, root)
     return folder

@@ -1,13 +1,12 @@
 """``mindspore.dataset`` pipelines for MoCo pre-training and evaluation.
 
-The train pipeline is rebuilt every epoch and is a pure function of ``(seed, epoch)``: numpy
-decides the image order, MindSpore's global dataset seed (derived from the same pair) the
-augmentations.
+The train pipeline is rebuilt every epoch as a pure function of ``(seed, epoch)``: numpy decides
+the image order, MindSpore's global dataset seed (derived from the same pair) the augmentations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mindspore.dataset as ds
 import numpy as np
@@ -35,32 +34,28 @@ def augmentation_seed(seed: int, epoch: int) -> int:
     return derived + 1 if derived == _MINDSPORE_UNSET_SEED else derived
 
 
-class _RepeatedImages:
-    """Random-access source yielding ``images[order[k]]`` twice in a row for each k."""
+class _Source:
+    """Random-access source of ``length`` rows, row ``i`` being ``row(i)``."""
 
-    def __init__(self, images: np.ndarray, order: np.ndarray):
-        self._images = images
-        self._order = order
-
-    def __len__(self) -> int:
-        return 2 * len(self._order)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray]:
-        return (self._images[self._order[index // 2]],)
-
-
-class _LabelledImages:
-    """Random-access source yielding ``(image, label)`` in split order."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self._images = images
-        self._labels = labels
+    def __init__(self, length: int, row: Callable[[int], tuple]):
+        self._length, self._row = length, row
 
     def __len__(self) -> int:
-        return len(self._images)
+        return self._length
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
-        return self._images[index], np.int32(self._labels[index])
+    def __getitem__(self, index: int) -> tuple:
+        return self._row(index)
+
+
+def _dataset(length: int, row: Callable[[int], tuple], columns: Sequence[str]) -> ds.Dataset:
+    # In-process and unshuffled: the order is decided by the source alone.
+    return ds.GeneratorDataset(
+        _Source(length, row),
+        column_names=list(columns),
+        shuffle=False,
+        num_parallel_workers=1,
+        python_multiprocessing=False,
+    )
 
 
 def _split_interleaved_views(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,43 +63,23 @@ def _split_interleaved_views(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rows[0::2]), np.ascontiguousarray(rows[1::2])
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not _is_int(batch_size) or batch_size < 1:
-        raise DatasetError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _source(source: object, column_names: Sequence[str]) -> ds.GeneratorDataset:
-    # In-process and unshuffled: the order is decided by the source alone.
-    return ds.GeneratorDataset(
-        source,
-        column_names=list(column_names),
-        shuffle=False,
-        num_parallel_workers=1,
-        python_multiprocessing=False,
-    )
+def _check_int(value: object, what: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "positive" if minimum else "non-negative"
+        raise DatasetError(f"{what} must be a {kind} integer, got {value!r}")
 
 
 def two_view_dataset(
-    images: np.ndarray,
-    order: np.ndarray,
-    view_transforms: list,
-    batch_size: int,
-    workers: int = 1,
+    images: np.ndarray, order: np.ndarray, view_transforms: list, batch_size: int, workers=1
 ) -> ds.Dataset:
-    """Columns ``im_1``, ``im_2``: row b of batch i is ``images[order[i * batch_size + b]]``.
-
-    Each view goes through ``view_transforms`` independently; the incomplete last batch is
-    dropped. ``workers`` is the ``num_parallel_workers`` of the transform map.
+    """Columns ``im_1``, ``im_2``: row b of batch i is ``images[order[i * batch_size + b]]``,
+    each view through ``view_transforms`` (``workers`` parallel); drops an incomplete last batch.
     """
     # MindSpore seeds every random op from the global seed when the iterator is built, so two
     # maps of the same ops would draw the same parameters and give two equal views. Instead each
     # image is emitted twice in a row and ONE map transforms the stream: the copies consume
     # consecutive random draws. A batch of 2 * batch_size rows is then split into even/odd rows.
-    dataset = _source(_RepeatedImages(images, order), ["image"])
+    dataset = _dataset(2 * len(order), lambda i: (images[order[i // 2]],), ["image"])
     dataset = dataset.map(view_transforms, input_columns=["image"], num_parallel_workers=workers)
     dataset = dataset.batch(2 * batch_size, drop_remainder=True)
     return dataset.map(
@@ -121,17 +96,14 @@ def create_train_dataset(
     epoch: int,
     workers: int = 1,
 ) -> ds.Dataset:
-    """One epoch of MoCo training batches: columns ``im_1``, ``im_2``, float32 (B, 3, 32, 32).
-
-    A pure function of ``(seed, epoch)``, with ``len(split) // batch_size`` batches. Sets
-    MindSpore's global dataset seed (reseeding ``random`` and ``numpy.random`` too), read when
-    the iterator is created: iterate the dataset once, before anything else sets a seed.
-    Determinism is checked with ``workers=1``; other values give other augmentations.
+    """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
+    float32 (B, 3, 32, 32). Sets MindSpore's global dataset seed (and reseeds ``random`` and
+    ``numpy.random``), read when the iterator is created: iterate before anything else sets one.
+    Determinism holds for a fixed ``workers`` (checked with 1).
     """
-    _check_batch_size(batch_size)
-    for value, what in ((seed, "seed"), (epoch, "epoch")):
-        if not _is_int(value) or value < 0:
-            raise DatasetError(f"{what} must be a non-negative integer, got {value!r}")
+    _check_int(batch_size, "batch_size", 1)
+    _check_int(seed, "seed", 0)
+    _check_int(epoch, "epoch", 0)
     if batch_size > len(split):
         raise DatasetError(
             f"batch_size {batch_size} is larger than the training split "
@@ -143,18 +115,14 @@ def create_train_dataset(
 
 
 def create_eval_dataset(
-    split: CifarSplit,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int,
-    workers: int = 1,
+    split: CifarSplit, mean: Sequence[float], std: Sequence[float], batch_size: int, workers=1
 ) -> ds.Dataset:
-    """Every image of ``split`` once, in order: ``image`` float32 (B, 3, 32, 32), ``label`` int32.
-
-    The last batch may be smaller. Raises DatasetError if ``batch_size`` is not positive.
+    """Every image of ``split`` once, in order: ``image`` float32 (B, 3, 32, 32), ``label`` int32;
+    the last batch may be smaller.
     """
-    _check_batch_size(batch_size)
-    dataset = _source(_LabelledImages(split.images, split.labels), EVAL_COLUMNS)
+    _check_int(batch_size, "batch_size", 1)
+    images, labels = split.images, split.labels
+    dataset = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), EVAL_COLUMNS)
     dataset = dataset.map(
         test_transforms(mean, std), input_columns=["image"], num_parallel_workers=workers
     )

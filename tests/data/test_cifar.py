@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from helpers import dump_cifar_pickle, hwc_to_planar_rows, real_cifar10_root, write_fake_cifar
+from helpers import (
+    CIFAR10_CLASSES,
+    dump_cifar_pickle,
+    hwc_to_planar_rows,
+    real_cifar10_root,
+    write_fake_cifar,
+)
 from src.data import (
     DATASETS,
     CifarSplit,
@@ -148,18 +154,7 @@ def test_real_cifar10_train_split(real_root):
     assert train.images.shape == (50000, 32, 32, 3) and len(train.labels) == 50000
     assert train.classes[train.labels[0]] == "frog"
     assert tuple(train.images[0, 0, 0]) == (59, 62, 63)
-    assert train.classes == [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
+    assert train.classes == CIFAR10_CLASSES
 
 
 # --------------------------------------------------------------------------- missing data
