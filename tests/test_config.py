@@ -304,8 +304,8 @@ def test_moco_k_not_multiple_of_batch_message():
     with pytest.raises(ConfigError) as error:
         validate_config(unvalidated(["--moco-k", "4000"]))
     assert (
-        "moco-k 4000 is not a multiple of batch_size 512: the queue must be filled by "
-        "whole batches; use e.g. --moco-k 4096"
+        "moco-k 4000 is not a multiple of batch_size 512: the queue takes whole batches, "
+        "e.g. --moco-k 4096"
     ) in str(error.value)
 
 
