@@ -1,7 +1,8 @@
 """``mindspore.dataset`` pipelines for MoCo pre-training and evaluation.
 
-The train pipeline is rebuilt every epoch as a pure function of ``(seed, epoch)``: numpy decides
-the image order, MindSpore's global dataset seed (derived from the same pair) the augmentations.
+The train pipeline is rebuilt every epoch as a pure function of ``(seed, epoch)``: NumPy decides
+the image order and every view's crop, flip, jitter and grayscale; MindSpore's global dataset
+seed (derived from the same pair) the colour jitter's factors and order, its only random op.
 """
 
 from __future__ import annotations
@@ -9,10 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import mindspore.dataset as ds
+import mindspore.dataset.transforms as transforms
 import numpy as np
 
 from .cifar import CifarSplit, DatasetError
-from .transforms import test_transforms, train_transforms
+from .transforms import (
+    colour_jitter,
+    crop,
+    finish_views,
+    resize,
+    sample_crop_boxes,
+    sample_view_decisions,
+    test_transforms,
+)
 
 TRAIN_COLUMNS = ("im_1", "im_2")
 EVAL_COLUMNS = ("image", "label")
@@ -20,11 +30,23 @@ EVAL_COLUMNS = ("image", "label")
 # ops nondeterministically, so it must never be used as a real seed.
 _MINDSPORE_UNSET_SEED = 5489
 _AUGMENTATION_STREAM = 1  # distinguishes the augmentation seed from the order seed
+_DECISION_STREAM = 2  # and the views' decisions
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
     """The image order of one training epoch: a permutation, a pure function of the arguments."""
     return np.random.default_rng([seed, epoch]).permutation(num_images)
+
+
+def view_decisions(
+    num_views: int, height: int, width: int, seed: int, epoch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop boxes (num_views, 4) and decisions (num_views, 3) of one epoch's views (two per
+    image, in the epoch's order): a pure function of the arguments, every draw independent.
+    """
+    rng = np.random.default_rng([seed, epoch, _DECISION_STREAM])
+    boxes = sample_crop_boxes(rng, num_views, height, width)
+    return boxes, sample_view_decisions(rng, num_views)
 
 
 def augmentation_seed(seed: int, epoch: int) -> int:
@@ -109,9 +131,32 @@ def create_train_dataset(
             f"batch_size {batch_size} is larger than the training split "
             f"({len(split)} images): use a batch size <= {len(split)}"
         )
-    order = epoch_order(len(split), seed, epoch)
+    images, order = split.images, epoch_order(len(split), seed, epoch)
+    boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch)
     ds.config.set_seed(augmentation_seed(seed, epoch))
-    return two_view_dataset(split.images, order, train_transforms(mean, std), batch_size, workers)
+
+    def row(i: int) -> tuple:  # view i % 2 of the epoch's image i // 2, cropped
+        return crop(images[order[i // 2]], boxes[i]), decisions[i]
+
+    def finish(plain, jittered, decided):
+        return _split_interleaved_views(finish_views(plain, jittered, decided, mean, std))
+
+    # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
+    # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
+    dataset = _dataset(2 * len(order), row, ["image", "decisions"])
+    dataset = dataset.map([resize()], input_columns=["image"], num_parallel_workers=workers)
+    dataset = dataset.map(
+        [transforms.Duplicate()], input_columns=["image"], output_columns=["image", "jittered"]
+    )
+    dataset = dataset.map(
+        [colour_jitter()], input_columns=["jittered"], num_parallel_workers=workers
+    )
+    dataset = dataset.batch(2 * batch_size, drop_remainder=True)
+    return dataset.map(
+        finish,
+        input_columns=["image", "jittered", "decisions"],
+        output_columns=list(TRAIN_COLUMNS),
+    )
 
 
 def create_eval_dataset(

@@ -1,38 +1,169 @@
-"""Per-image transforms of the MoCo CIFAR recipe, all MindSpore C++ ops (no Python per image).
+"""Per-view augmentations of the MoCo CIFAR recipe (torchvision's rules) and the normalisation.
 
-Each list maps a uint8 HWC RGB image (32, 32, 3) to a normalised float32 CHW tensor (3, 32, 32).
+The random decisions of a view are drawn in NumPy; pixels go through MindSpore C++ ops. MindSpore
+seeds every random op from the one global seed, so two random ops draw the same numbers in
+lockstep: the training loader keeps a single one, the colour jitter's factors and order.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
+import numpy as np
 
 CROP_SIZE = 32
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+CROP_TRIES = 10
 FLIP_PROB = 0.5
 COLOR_JITTER_PROB = 0.8
 GRAYSCALE_PROB = 0.2
 BRIGHTNESS = CONTRAST = SATURATION = 0.4
 HUE = 0.1
+# Columns of a row of view decisions (see ``sample_view_decisions``).
+FLIP, JITTER, GRAYSCALE = 0, 1, 2
+# OpenCV's RGB2GRAY weights (0.299, 0.587, 0.114) in 15-bit fixed point, rounded as OpenCV does.
+_GREY_WEIGHTS = np.array([9798, 19235, 3735], dtype=np.int32)
+_ADJUSTMENTS = (
+    vision.AdjustBrightness,
+    vision.AdjustContrast,
+    vision.AdjustSaturation,
+    vision.AdjustHue,
+)
 
 
-def random_grayscale(prob: float) -> transforms.RandomApply:
-    """Turns a uint8 HWC RGB image grey with probability ``prob``, keeping 3 channels.
-
-    ``vision.RandomGrayscale`` only takes PIL images; OpenCV's RGB2GRAY uses PIL's
-    0.299/0.587/0.114 weights (values agree to within 1 of 255 because of rounding).
+def sample_crop_boxes(
+    rng: np.random.Generator,
+    n: int,
+    height: int = CROP_SIZE,
+    width: int = CROP_SIZE,
+    scale: Sequence[float] = CROP_SCALE,
+    ratio: Sequence[float] = CROP_RATIO,
+) -> np.ndarray:
+    """``n`` boxes (top, left, height, width), int64 (n, 4), by torchvision's RandomResizedCrop:
+    ``CROP_TRIES`` tries of area uniform in ``scale`` * image area, log aspect r uniform in
+    ``log(ratio)``, ``w = round(sqrt(area * r))``, ``h = round(sqrt(area / r))``; the first with
+    ``0 < w <= width``, ``0 < h <= height`` wins, top and left uniform integers. If none fits, a
+    centre crop with the image's aspect ratio clamped to ``ratio``.
     """
-    return transforms.RandomApply(
-        [
-            vision.ConvertColor(vision.ConvertMode.COLOR_RGB2GRAY),
-            vision.ConvertColor(vision.ConvertMode.COLOR_GRAY2RGB),
-        ],
-        prob=prob,
-    )
+    target = height * width * rng.uniform(scale[0], scale[1], size=(n, CROP_TRIES))
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, CROP_TRIES)))
+    w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
+    h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    found, first = fits.any(axis=1), fits.argmax(axis=1)
+    fallback_h, fallback_w = height, width
+    if width / height < min(ratio):
+        fallback_h = int(round(width / min(ratio)))
+    elif width / height > max(ratio):
+        fallback_w = int(round(height * max(ratio)))
+    rows = np.arange(n)
+    h = np.where(found, h[rows, first], fallback_h)
+    w = np.where(found, w[rows, first], fallback_w)
+    top = np.where(found, rng.integers(0, height - h + 1), (height - h) // 2)
+    left = np.where(found, rng.integers(0, width - w + 1), (width - w) // 2)
+    return np.stack([top, left, h, w], axis=1)
+
+
+def sample_view_decisions(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Independent yes/no decisions of ``n`` views, uint8 (n, 3): columns ``FLIP`` (p 0.5),
+    ``JITTER`` (colour jitter applied, p 0.8) and ``GRAYSCALE`` (p 0.2).
+    """
+    probabilities = np.array([FLIP_PROB, COLOR_JITTER_PROB, GRAYSCALE_PROB])
+    return (rng.random((n, 3)) < probabilities).astype(np.uint8)
+
+
+def sample_jitter(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) draws for ``n`` views: factors (n, 4) of
+    brightness, contrast, saturation (uniform in [0.6, 1.4]) and hue (uniform in [-0.1, 0.1]),
+    and the order (n, 4) in which the four adjustments apply, a uniform random permutation.
+    """
+    low = np.array([1 - BRIGHTNESS, 1 - CONTRAST, 1 - SATURATION, -HUE])
+    high = np.array([1 + BRIGHTNESS, 1 + CONTRAST, 1 + SATURATION, HUE])
+    factors = rng.uniform(low, high, size=(n, 4))
+    return factors, np.argsort(rng.random((n, 4)), axis=1)
+
+
+def crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    """The ``box`` (top, left, height, width) of a HWC image, contiguous."""
+    top, left, height, width = (int(value) for value in box)
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def resize() -> vision.Resize:
+    """The bilinear resize of a crop to ``CROP_SIZE`` x ``CROP_SIZE`` (RandomResizedCrop's)."""
+    return vision.Resize((CROP_SIZE, CROP_SIZE), vision.Inter.BILINEAR)
+
+
+def colour_jitter() -> vision.RandomColorAdjust:
+    """ColorJitter(0.4, 0.4, 0.4, 0.1): factors as ``sample_jitter``, in a random order."""
+    return vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, SATURATION, HUE)
+
+
+def adjust_colours(image: np.ndarray, factors: Sequence[float], order: Sequence[int]) -> np.ndarray:
+    """``colour_jitter`` with given draws (``sample_jitter``): the same MindSpore kernels."""
+    for index in order:
+        image = _ADJUSTMENTS[index](float(factors[index]))(image)
+    return image
+
+
+def grey(images: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) RGB to grey in 3 equal channels, as OpenCV's RGB2GRAY then GRAY2RGB."""
+    luma = (images.astype(np.int32) @ _GREY_WEIGHTS + (1 << 14)) >> 15
+    return np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def finish_views(
+    plain: np.ndarray,
+    jittered: np.ndarray,
+    decisions: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> np.ndarray:
+    """Resized views, uint8 (N, H, W, 3), to normalised float32 (N, 3, H, W) as ``decisions`` say.
+
+    Per view: ``jittered`` or ``plain`` (``JITTER``), mirrored (``FLIP``), grey (``GRAYSCALE``),
+    then ``(x / 255 - mean) / std``. Mirroring after the jitter equals torchvision's order (flip,
+    then jitter): the adjustments act per pixel but for contrast's mean, which a flip keeps.
+    """
+    decisions = np.asarray(decisions).astype(bool)
+    views = np.where(decisions[:, JITTER, None, None, None], jittered, plain)
+    flip, grayscale = decisions[:, FLIP], decisions[:, GRAYSCALE]
+    views[flip] = views[flip, :, ::-1]
+    views[grayscale] = grey(views[grayscale])
+    # A table per channel of the 256 values, computed as vision.Rescale then vision.Normalize.
+    levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
+    mean, std = np.asarray(mean, np.float32)[:, None], np.asarray(std, np.float32)[:, None]
+    table = (levels - mean) / std
+    channels_first = views.transpose(0, 3, 1, 2)
+    normalised = np.empty(channels_first.shape, dtype=np.float32)
+    for channel in range(3):
+        normalised[:, channel] = table[channel][channels_first[:, channel]]
+    return normalised
+
+
+class RandomView:
+    """One augmented view of a uint8 HWC RGB image to a normalised float32 CHW array.
+
+    Every draw, the jitter's included, comes from ``numpy.random.default_rng(seed)``, so views are
+    independent even with MindSpore's global seed set (which makes eager random ops repeat).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], seed: int | None = None):
+        self._mean, self._std = mean, std
+        self._rng = np.random.default_rng(seed)
+        self._resize = resize()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        box = sample_crop_boxes(self._rng, 1, image.shape[0], image.shape[1])[0]
+        decisions = sample_view_decisions(self._rng, 1)
+        factors, order = sample_jitter(self._rng, 1)
+        plain = self._resize(crop(image, box))
+        jittered = adjust_colours(plain, factors[0], order[0]) if decisions[0, JITTER] else plain
+        return finish_views(plain[None], jittered[None], decisions, self._mean, self._std)[0]
 
 
 def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> list:
@@ -44,24 +175,14 @@ def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> list:
     ]
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
-    """Augmentations of ONE view, as in the PyTorch MoCo CIFAR-10 demo, then normalisation.
+def train_transforms(mean: Sequence[float], std: Sequence[float], seed: int | None = None) -> list:
+    """Augmentation of ONE view of one image, as in the PyTorch MoCo CIFAR-10 demo, normalised.
 
-    RandomResizedCrop(32, scale (0.08, 1)), horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1)
-    with p=0.8, grayscale with p=0.2.
+    RandomResizedCrop(32, scale (0.08, 1)), horizontal flip (p 0.5), colour jitter
+    (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, every decision independent. For single
+    images (eager, Python per image); ``create_train_dataset`` applies the same steps batch-wise.
     """
-    return [
-        vision.RandomResizedCrop(
-            CROP_SIZE, scale=CROP_SCALE, ratio=CROP_RATIO, interpolation=vision.Inter.BILINEAR
-        ),
-        vision.RandomHorizontalFlip(FLIP_PROB),
-        transforms.RandomApply(
-            [vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, SATURATION, HUE)],
-            prob=COLOR_JITTER_PROB,
-        ),
-        random_grayscale(GRAYSCALE_PROB),
-        *to_normalized_chw(mean, std),
-    ]
+    return [RandomView(mean, std, seed)]
 
 
 def test_transforms(mean: Sequence[float], std: Sequence[float]) -> list:

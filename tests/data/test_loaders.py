@@ -13,7 +13,8 @@ from src.data import (
     load_cifar,
     test_transforms,
 )
-from src.data.loaders import augmentation_seed, two_view_dataset
+from src.data.loaders import augmentation_seed, two_view_dataset, view_decisions
+from src.data.transforms import JITTER, crop, finish_views, resize
 
 CIFAR10 = get_dataset_spec("cifar10")
 MEAN = np.array(CIFAR10.mean, dtype=np.float32)
@@ -60,6 +61,22 @@ def test_train_batches_are_a_pure_function_of_seed_and_epoch():
     assert np.array_equal(first, again)
     assert not np.array_equal(first, train_batches(split, 3, 2))
     assert not np.array_equal(first, train_batches(split, 4, 1))
+
+
+def test_views_are_the_drawn_crops_flips_and_greys():
+    split = tiny_split(48)
+    dataset = create_train_dataset(split, CIFAR10.mean, CIFAR10.std, 48, seed=2, epoch=3)
+    ((im_1, im_2),) = batches(dataset, ("im_1", "im_2"))
+    views = np.stack([im_1, im_2], axis=1).reshape(96, 3, 32, 32)  # view i: image i // 2
+    order = epoch_order(48, 2, 3)
+    boxes, decisions = view_decisions(96, 32, 32, 2, 3)
+    plain = np.stack([resize()(crop(split.images[order[i // 2]], boxes[i])) for i in range(96)])
+    unjittered = decisions[:, JITTER] == 0
+    expected = finish_views(plain, plain, decisions * unjittered[:, None], MEAN, STD)
+    assert 0 < unjittered.sum() < 96
+    np.testing.assert_array_equal(views[unjittered], expected[unjittered])
+    jittered = zip(views[~unjittered], expected[~unjittered], strict=True)
+    assert all(not np.array_equal(view, plain_view) for view, plain_view in jittered)
 
 
 def test_views_pair_up_with_the_epoch_order():

@@ -1,10 +1,23 @@
-"""Tests of src.data.transforms: normalisation, one augmented view, grayscale."""
+"""Tests of src.data.transforms: normalisation, one augmented view, the deterministic kernels."""
 
+import itertools
+
+import mindspore.dataset as ds
 import mindspore.dataset.transforms as ms_transforms
+import mindspore.dataset.vision as vision
 import numpy as np
+from PIL import Image, ImageEnhance
 
 from src.data import get_dataset_spec, test_transforms, train_transforms
-from src.data.transforms import random_grayscale
+from src.data.transforms import (
+    adjust_colours,
+    crop,
+    finish_views,
+    grey,
+    resize,
+    sample_crop_boxes,
+    sample_jitter,
+)
 
 CIFAR10 = get_dataset_spec("cifar10")
 MEAN = np.array(CIFAR10.mean, dtype=np.float32)
@@ -35,11 +48,92 @@ def test_train_transform_output_is_normalised_chw_float():
         assert view.std() > 0.05  # not collapsed to a constant
 
 
-def test_random_grayscale_keeps_three_equal_channels():
+def test_grey_is_opencv_rgb2gray_in_three_channels():
     image = random_images(1)[0]
-    grey = random_grayscale(1.0)(image)
-    assert grey.shape == (32, 32, 3) and grey.dtype == np.uint8
-    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 0], grey[..., 2])
+    opencv = vision.ConvertColor(vision.ConvertMode.COLOR_RGB2GRAY)(image)
+    grey_image = grey(image)
+    assert grey_image.shape == (32, 32, 3) and grey_image.dtype == np.uint8
+    assert all(np.array_equal(grey_image[..., c], opencv) for c in range(3))
     luminance = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    assert np.abs(grey[..., 0] - luminance).max() <= 1.0
-    assert np.array_equal(random_grayscale(0.0)(image), image)
+    assert np.abs(grey_image[..., 0] - luminance).max() <= 1.0
+
+
+def test_train_views_are_independent_under_a_global_seed():
+    # Eager MindSpore random ops repeat one draw once a global seed is set; the view must not.
+    ds.config.set_seed(7)
+    op = ms_transforms.Compose(train_transforms(CIFAR10.mean, CIFAR10.std, seed=1))
+    image = random_images(1)[0]
+    views = [op(image) for _ in range(6)]
+    assert all(not np.array_equal(views[0], view) for view in views[1:])
+
+
+def test_crop_then_resize_is_resized_crop():
+    image = random_images(1)[0]
+    for top, left, height, width in sample_crop_boxes(np.random.default_rng(0), 50):
+        expected = vision.ResizedCrop(int(top), int(left), int(height), int(width), 32)(image)
+        assert np.array_equal(resize()(crop(image, (top, left, height, width))), expected)
+
+
+def test_fallback_crop_is_centred_with_the_ratio_clamped():
+    rng = np.random.default_rng(0)
+    # A scale above 1 never fits, so every box is the fallback: h = round(10 / (3 / 4)) = 13.
+    tall = sample_crop_boxes(rng, 3, height=40, width=10, scale=(2.0, 3.0))
+    assert tall.tolist() == [[13, 0, 13, 10]] * 3
+    wide = sample_crop_boxes(rng, 2, height=10, width=40, scale=(2.0, 3.0))
+    assert wide.tolist() == [[0, 13, 10, 13]] * 2
+    square = sample_crop_boxes(rng, 2, scale=(2.0, 3.0))
+    assert square.tolist() == [[0, 0, 32, 32]] * 2
+
+
+def _pil_hue(image: np.ndarray, factor: float) -> np.ndarray:
+    hue, saturation, value = Image.fromarray(image).convert("HSV").split()
+    shifted = (np.array(hue, dtype=np.int64) + int(np.uint8(np.int8(factor * 255)))) % 256
+    hsv = (Image.fromarray(shifted.astype(np.uint8), "L"), saturation, value)
+    return np.array(Image.merge("HSV", hsv).convert("RGB"))
+
+
+def _pil_adjustments(image: np.ndarray, factors, order) -> np.ndarray:
+    """torchvision's functional ``adjust_*`` on PIL images, in ``order``."""
+    enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+    for index in order:
+        if index == 3:
+            image = _pil_hue(image, factors[3])
+        else:
+            image = np.array(enhancers[index](Image.fromarray(image)).enhance(factors[index]))
+    return image
+
+
+def test_colour_adjustments_match_torchvision_pil_within_rounding():
+    image = random_images(1)[0]
+    for factors in sample_jitter(np.random.default_rng(1), 20)[0]:
+        for index in range(3):  # blends: within 1 of 255
+            ours = adjust_colours(image, factors, [index]).astype(int)
+            assert np.abs(ours - _pil_adjustments(image, factors, [index])).max() <= 1
+        # Hue goes through 8-bit HSV in both, rounded differently.
+        hue = np.abs(adjust_colours(image, factors, [3]).astype(int) - _pil_hue(image, factors[3]))
+        assert hue.mean() < 2.5 and np.percentile(hue, 99) <= 12
+
+
+def test_random_colour_adjust_is_the_four_adjustments_in_a_random_order():
+    image = random_images(1)[0]
+    factors = (1.3, 0.7, 1.25, 0.08)
+    fixed = vision.RandomColorAdjust(*[(f, f) for f in factors])
+    # In a pipeline: eager random ops repeat one draw once a global seed is set.
+    ds.config.set_seed(3)
+    dataset = ds.NumpySlicesDataset([image] * 300, ["image"], shuffle=False).map([fixed])
+    outputs = {row[0].tobytes() for row in dataset.create_tuple_iterator(output_numpy=True)}
+    orders = {
+        adjust_colours(image, factors, order).tobytes(): order
+        for order in itertools.permutations(range(4))
+    }
+    assert len(orders) == 24 and outputs == set(orders)
+
+
+def test_finish_views_normalises_as_the_eval_transform():
+    images = random_images(4)
+    plain_only = np.zeros((4, 3), dtype=np.uint8)
+    finished = finish_views(images, images[::-1], plain_only, CIFAR10.mean, CIFAR10.std)
+    expected = ms_transforms.Compose(test_transforms(CIFAR10.mean, CIFAR10.std))
+    np.testing.assert_allclose(finished, np.stack([expected(i) for i in images]), atol=1e-6)
+    flipped_grey = finish_views(images, images, [[1, 0, 1]] * 4, (0, 0, 0), (1 / 255,) * 3)
+    np.testing.assert_allclose(flipped_grey, grey(images[:, :, ::-1]).transpose(0, 3, 1, 2))
