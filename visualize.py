@@ -39,6 +39,10 @@ from src.utils.figures import (
 )
 from src.utils.progress import setup_logging
 
+DEMO_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cifar10.yaml")
+RECIPE_KEYS = {"dataset", "arch", "lr", "epochs", "cos", "batch_size", "wd", "moco-dim", "moco-k",
+               "moco-m", "moco-t", "bn-splits", "symmetric"}  # fmt: skip
+
 
 def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -164,6 +168,17 @@ def run_description(results_dir: str) -> str:
     )
 
 
+def is_demo_recipe(results_dir: str) -> bool:
+    """The run's config.yaml has the demo's recipe (configs/cifar10.yaml) on the whole set."""
+    path = os.path.join(results_dir, CONFIG_NAME)
+    if not os.path.isfile(path):
+        return False
+    run, demo = load_config_file(path), load_config_file(DEMO_RECIPE)
+    recipe = {key.replace("-", "_"): value for key, value in demo.items() if key in RECIPE_KEYS}
+    same = all(run.get(key) == value for key, value in recipe.items())
+    return same and not run.get("train_subset") and not run.get("test_subset")
+
+
 def draw_curves(args: argparse.Namespace) -> str:
     results_dir = args.curves
     loss, knn = read_training_log(os.path.join(results_dir, LOG_NAME))
@@ -173,6 +188,7 @@ def draw_curves(args: argparse.Namespace) -> str:
         [e for e, _ in knn],
         [v for _, v in knn],
         title=run_description(results_dir),
+        reference=is_demo_recipe(results_dir),
     )
     return save_figure(figure, args.output or os.path.join(results_dir, "training_curve.png"))
 

@@ -130,32 +130,38 @@ def _draw_tile(axes, tile: Tile) -> None:
             spine.set_linewidth(2.5)
 
 
+# The PyTorch demo's published log (facebookresearch/moco, colab notebook, asymmetric loss, cosine,
+# batch 512): epoch, loss, kNN top-1.
+DEMO_CURVE = ((1, 6.9569, 31.98), (2, 7.2502, 33.52), (10, 5.9910, 48.03), (20, 4.3413, 61.38),
+              (50, 3.1945, 73.30), (100, 2.7264, 78.06), (150, 2.4265, 81.18),
+              (200, 2.2716, 82.58))  # fmt: skip
+DEMO_LABEL = "PyTorch demo (published log)"
+
+
 def training_curves_figure(
     loss_epochs: Sequence[int],
     losses: Sequence[float],
     knn_epochs: Sequence[int],
     knn_top1: Sequence[float],
     title: str = "",
+    reference: bool = False,
 ) -> Figure:
-    """Plots the training loss and the kNN top-1 accuracy per epoch, side by side.
-
-    Args:
-        loss_epochs: Epochs that have a loss (1-based).
-        losses: Mean InfoNCE loss of those epochs.
-        knn_epochs: Epochs that have a kNN accuracy; 0 is the initialisation.
-        knn_top1: kNN top-1 accuracy (percent) of those epochs.
-        title: Figure title.
-
-    Returns:
-        A 10 x 4 inch figure.
-    """
+    """The training loss and the kNN top-1 (epoch 0: initialisation) per epoch, side by side,
+    10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's last epoch."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, knn_axes = figure.subplots(1, 2)
-    loss_axes.plot(loss_epochs, losses, marker="o", color="#0969da")
+    if reference:
+        last = max([1, *loss_epochs, *knn_epochs])
+        demo = [row for row in DEMO_CURVE if row[0] <= last] or [DEMO_CURVE[0]]
+        epochs = [row[0] for row in demo]
+        for axes, column in ((loss_axes, 1), (knn_axes, 2)):
+            values = [row[column] for row in demo]
+            axes.plot(epochs, values, "s--", color="#6e7781", label=DEMO_LABEL)
+    loss_axes.plot(loss_epochs, losses, marker="o", color="#0969da", label="this run")
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("InfoNCE loss (mean over the epoch)")
     loss_axes.set_title("training loss")
-    knn_axes.plot(knn_epochs, knn_top1, marker="o", color="#bc4c00")
+    knn_axes.plot(knn_epochs, knn_top1, marker="o", color="#bc4c00", label="this run")
     if 0 in list(knn_epochs):
         index = list(knn_epochs).index(0)
         knn_axes.annotate("init", (0, knn_top1[index]), textcoords="offset points", xytext=(6, -12))
@@ -168,6 +174,8 @@ def training_curves_figure(
             axes.set_xlim(min(all_epochs) - 0.3, max(all_epochs) + 0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
+        if reference:
+            axes.legend(fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
     return figure

@@ -85,3 +85,19 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         visualize.main(["--curves", str(tmp_path), "--checkpoint", "x.ckpt"])
     assert exit_.value.code == 2
+
+
+def test_the_demos_curve_is_drawn_for_the_demos_recipe(trained, tmp_path, capsys):
+    from src.config import parse_args, save_config
+
+    args = parse_args(["--config", visualize.DEMO_RECIPE, "--results-dir", str(tmp_path)])
+    save_config(args, str(tmp_path / "config.yaml"))
+    (tmp_path / "log.csv").write_text("epoch,lr,loss,knn_top1,seconds\n0,,,36.57,\n")
+    assert visualize.is_demo_recipe(str(tmp_path))
+    assert not visualize.is_demo_recipe(os.path.dirname(trained[1]))  # a tiny recipe
+    code, out, err = run_visualize(["--curves", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert png_size(out.strip()) == (10 * DPI, 4 * DPI)
+    args.batch_size = 256
+    save_config(args, str(tmp_path / "config.yaml"))
+    assert not visualize.is_demo_recipe(str(tmp_path))
