@@ -1,7 +1,9 @@
 """Distribution of the train views' augmentations, read off outputs of synthetic images.
 
 ``AUGMENTATION_PIPELINE=baseline`` runs the tests on the old pipeline (``benchmarks.pipeline``),
-whose random ops draw the same numbers in lockstep: they fail there. ``-s`` prints every statistic.
+whose random ops draw the same numbers in lockstep: they fail there. ``AUGMENTATION_PIPELINE=demo``
+runs them on the PyTorch reference's PIL augmentation (tests/equivalence/demo_augment.py), a
+control of the tests themselves. ``-s`` prints every statistic.
 """
 
 import colorsys
@@ -26,7 +28,8 @@ from src.data.transforms import sample_crop_boxes, sample_jitter, sample_view_de
 # two views must be within SIGMAS / sqrt(n) of zero.
 SIGMAS = 4.0
 KS_LEVEL = 1e-4
-BASELINE = os.environ.get("AUGMENTATION_PIPELINE") == "baseline"
+PIPELINE = os.environ.get("AUGMENTATION_PIPELINE", "ours")
+BASELINE = PIPELINE != "ours"  # the pipelines that do not draw their decisions in src/data
 SPEC = get_dataset_spec("cifar10")
 PROBABILITIES = {"flip": 0.5, "jitter": 0.8, "grey": 0.2}
 SEED, EPOCH = 0, 1
@@ -34,6 +37,11 @@ SEED, EPOCH = 0, 1
 
 def train_views(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both views of every image, uint8 (N, 32, 32, 3) each, in the epoch's order."""
+    if PIPELINE == "demo":
+        from equivalence.demo_augment import augment
+
+        rng, ordered = np.random.default_rng(SEED), images[epoch_order(len(images), SEED, EPOCH)]
+        return tuple(np.stack([augment(rng, im) for im in ordered]) for _ in range(2))
     if BASELINE:
         from benchmarks.pipeline import create_baseline_train_dataset as create
     else:
@@ -289,7 +297,7 @@ def test_colour_jitter_is_independent_and_its_factors_follow_torchvision():
     checks.verify()
 
 
-@pytest.mark.skipif(BASELINE, reason="the old pipeline's decisions are not drawn in NumPy")
+@pytest.mark.skipif(BASELINE, reason="its decisions are not drawn by src/data")
 def test_read_offs_recover_the_drawn_decisions():
     boxes, drawn = view_decisions(2 * 500, 32, 32, SEED, EPOCH)
     read = [read_stairs(view) for view in train_views(np.repeat(stairs_image()[None], 500, 0))]
@@ -308,7 +316,7 @@ def test_read_offs_recover_the_drawn_decisions():
 # --- the NumPy samplers themselves --------------------------------------------------------------
 
 
-@pytest.mark.skipif(BASELINE, reason="samplers of the new pipeline")
+@pytest.mark.skipif(BASELINE, reason="samplers of src/data")
 def test_crop_box_sampler_is_torchvision_rule():
     boxes = sample_crop_boxes(np.random.default_rng(0), 20000)
     rng = random.Random(1)
@@ -319,7 +327,7 @@ def test_crop_box_sampler_is_torchvision_rule():
     checks.verify()
 
 
-@pytest.mark.skipif(BASELINE, reason="samplers of the new pipeline")
+@pytest.mark.skipif(BASELINE, reason="samplers of src/data")
 def test_decision_and_jitter_samplers():
     rng = np.random.default_rng(0)
     decisions = sample_view_decisions(rng, 20000).astype(bool)
