@@ -1,9 +1,11 @@
 """Unsupervised MoCo training on CIFAR-10/100 with a kNN monitor.
 
 python main.py --config configs/cifar10.yaml --device_target GPU
+msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --join=True main.py --distribute ...
 """
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -11,7 +13,7 @@ from typing import Optional
 
 import mindspore as ms
 
-from src.config import CONFIG_NAME, ConfigError, parse_args, save_config
+from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, validate_group
 from src.data import DatasetError, load_splits
 from src.eval.features import KnnMonitor
 from src.models import create_moco
@@ -19,6 +21,7 @@ from src.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from src.train.loop import NonFiniteLossError, fit
 from src.train.step import MoCoTrainStep, create_optimizer
 from src.utils.device import DeviceError, set_device
+from src.utils.distributed import init_distributed, is_scheduler, main_text
 from src.utils.progress import setup_logging
 
 
@@ -51,9 +54,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise CheckpointError(f"--resume: checkpoint not found: {args.resume}")
         args.data_dir = os.path.abspath(args.data_dir)  # the saved config must work from anywhere
         set_device(args.device_target, args.mode)
-        prepare_results_dir(args)
+        group = init_distributed(args.distribute)
+        if is_scheduler():
+            return 0  # msrun's scheduler: init() served the workers until they finished
+        validate_group(args, group.size)
+        args.results_dir = main_text(args.results_dir, group)  # one timestamped default
+        if group.size > 1:
+            logger.info("rank %d of %d: pid %d", group.rank, group.size, os.getpid())
+        if group.is_main:
+            prepare_results_dir(args)
+            setup_logging(os.path.join(args.results_dir, "train.log"))
+        else:
+            logger.setLevel(logging.WARNING)  # one console report: the main device's
+        if group.size > 1:
+            logger.info(
+                "data parallel on %d devices: %d images each per step",
+                group.size,
+                args.batch_size // group.size,
+            )
         args.resume = resolve_resume(args)  # after saving the config: it keeps "auto"
-        setup_logging(os.path.join(args.results_dir, "train.log"))
         ms.set_seed(args.seed)
         train, test = load_splits(
             args.dataset, args.data_dir, args.train_subset, args.test_subset, download=args.download
@@ -70,12 +89,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"batch_size {args.batch_size} is larger than the training set "
                 f"({len(train)} images)"
             )
-        model = create_moco(args)
+        model = create_moco(args, group)
         train_step = MoCoTrainStep(model, create_optimizer(model, args.lr, args.wd))
         monitor = KnnMonitor(
-            model.encoder_q, train, test, args.dataset, args.knn_k, args.knn_t, args.workers
+            model.encoder_q,
+            train,
+            test,
+            args.dataset,
+            args.knn_k,
+            args.knn_t,
+            args.workers,
+            group=group,
         )
-        fit(train_step, train, args, monitor)
+        fit(train_step, train, args, monitor, group)
         logger.info("done: results in %s", args.results_dir)
     except NonFiniteLossError as err:
         logger.error("error: %s; stopped, the last good checkpoint (if any) is kept", err)

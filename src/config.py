@@ -52,6 +52,7 @@ _OPTIONS: list[Any] = [
     ("--resume", str, "", "checkpoint to resume from; auto: the results folder's last, if any"),
     ("--results-dir", str, "", "output folder; empty means ./cache-<timestamp>-moco"),
     ("--device_target", str, "CPU", "MindSpore device", _DEVICES),
+    ("--distribute", bool, False, "data-parallel on msrun's workers; --batch_size is global"),
     ("--mode", int, 0, "0 = GRAPH, 1 = PYNATIVE", [0, 1]),
     ("--seed", int, 0, "random seed"),
 ]
@@ -221,6 +222,15 @@ def validate_config(args: argparse.Namespace) -> None:
         add(f"train-subset {args.train_subset} is smaller than batch_size {bs}: no full batch")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def validate_group(args: argparse.Namespace, world: int) -> None:
+    """Checks that the global batch splits evenly over ``world`` devices and their BN splits."""
+    if args.batch_size % (world * args.bn_splits):
+        raise ConfigError(
+            f"batch_size {args.batch_size} (the global batch) is not a multiple of {world} "
+            f"devices x bn-splits {args.bn_splits}: each device needs equal BN splits"
+        )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

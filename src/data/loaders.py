@@ -49,11 +49,19 @@ def view_decisions(
     return boxes, sample_view_decisions(rng, num_views)
 
 
-def augmentation_seed(seed: int, epoch: int) -> int:
-    """MindSpore's dataset seed of one epoch: a uint32, other for every epoch, never "unset"."""
-    sequence = np.random.SeedSequence([seed, epoch, _AUGMENTATION_STREAM])
+def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """MindSpore's dataset seed of one epoch (and device): a uint32, never "unset"."""
+    sequence = np.random.SeedSequence([seed, epoch, _AUGMENTATION_STREAM] + [rank] * (rank > 0))
     derived = int(sequence.generate_state(1, dtype=np.uint32)[0])
     return derived + 1 if derived == _MINDSPORE_UNSET_SEED else derived
+
+
+def shard_positions(num_images: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Positions in the epoch's order of one device's images: rows ``rank * n`` to
+    ``(rank + 1) * n`` of every full global batch, ``n = batch_size / world``.
+    """
+    n, steps = batch_size // world, num_images // batch_size
+    return np.arange(steps * batch_size).reshape(steps, world, n)[:, rank].reshape(-1)
 
 
 class _Source:
@@ -117,11 +125,14 @@ def create_train_dataset(
     seed: int,
     epoch: int,
     workers: int = 1,
+    rank: int = 0,
+    world: int = 1,
 ) -> ds.Dataset:
     """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
-    float32 (B, 3, 32, 32). Sets MindSpore's global dataset seed (and reseeds ``random`` and
-    ``numpy.random``), read when the iterator is created: iterate before anything else sets one.
-    Determinism holds for a fixed ``workers`` (checked with 1).
+    float32 (B, 3, 32, 32); on ``world`` devices this one's B / world rows of each (same crops
+    and decisions as on one device). Sets MindSpore's global dataset seed (and reseeds ``random``
+    and ``numpy.random``), read when the iterator is created: iterate before anything else sets
+    one. Determinism holds for a fixed ``workers`` (checked with 1).
     """
     _check_int(batch_size, "batch_size", 1)
     _check_int(seed, "seed", 0)
@@ -131,19 +142,23 @@ def create_train_dataset(
             f"batch_size {batch_size} is larger than the training split "
             f"({len(split)} images): use a batch size <= {len(split)}"
         )
+    if batch_size % world:
+        raise DatasetError(f"batch_size {batch_size} does not split evenly over {world} devices")
     images, order = split.images, epoch_order(len(split), seed, epoch)
     boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch)
-    ds.config.set_seed(augmentation_seed(seed, epoch))
+    positions = shard_positions(len(order), batch_size, rank, world)
+    ds.config.set_seed(augmentation_seed(seed, epoch, rank))
 
-    def row(i: int) -> tuple:  # view i % 2 of the epoch's image i // 2, cropped
-        return crop(images[order[i // 2]], boxes[i]), decisions[i]
+    def row(i: int) -> tuple:  # view i % 2 of the device's image i // 2, cropped
+        view = 2 * positions[i // 2] + i % 2
+        return crop(images[order[view // 2]], boxes[view]), decisions[view]
 
     def finish(plain, jittered, decided):
         return _split_interleaved_views(finish_views(plain, jittered, decided, mean, std))
 
     # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
     # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
-    dataset = _dataset(2 * len(order), row, ["image", "decisions"])
+    dataset = _dataset(2 * len(positions), row, ["image", "decisions"])
     dataset = dataset.map([resize()], input_columns=["image"], num_parallel_workers=workers)
     dataset = dataset.map(
         [transforms.Duplicate()], input_columns=["image"], output_columns=["image", "jittered"]
@@ -151,7 +166,7 @@ def create_train_dataset(
     dataset = dataset.map(
         [colour_jitter()], input_columns=["jittered"], num_parallel_workers=workers
     )
-    dataset = dataset.batch(2 * batch_size, drop_remainder=True)
+    dataset = dataset.batch(2 * batch_size // world, drop_remainder=True)
     return dataset.map(
         finish,
         input_columns=["image", "jittered", "decisions"],

@@ -5,7 +5,8 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from ..data import create_eval_dataset, get_dataset_spec
+from ..data import CifarSplit, create_eval_dataset, get_dataset_spec
+from ..utils.distributed import ONE_DEVICE, Group, gather_shards, shard_indices
 from ..utils.progress import Progress
 from .knn import knn_predict, l2_normalize
 from .metrics import topk_accuracy
@@ -62,7 +63,10 @@ def extract_features(
 
 
 class KnnMonitor:
-    """Weighted kNN top-1 (percent) of an encoder: train split as bank, test split as queries."""
+    """Weighted kNN top-1 (percent) of an encoder: train split as bank, test split as queries.
+
+    On several devices each extracts its block of both splits and all gather the embeddings.
+    """
 
     def __init__(
         self,
@@ -74,25 +78,24 @@ class KnnMonitor:
         t: float,
         workers: int = 1,
         batch_size: int = EVAL_BATCH_SIZE,
+        group: Group = ONE_DEVICE,
     ):
-        self.network = BackboneAndEmbedding(encoder)
+        self.network, self.group = BackboneAndEmbedding(encoder), group
         self.train, self.test, self.k, self.t = train, test, k, t
         self.spec, self.workers, self.batch_size = get_dataset_spec(dataset), workers, batch_size
 
-    def _features(self, split, name: str) -> dict[str, np.ndarray]:
+    def _embedding(self, split: CifarSplit, name: str) -> np.ndarray:
+        index = shard_indices(len(split), self.group)
+        shard = CifarSplit(split.images[index], split.labels[index], split.classes)
         dataset = create_eval_dataset(
-            split, self.spec.mean, self.spec.std, self.batch_size, self.workers
+            shard, self.spec.mean, self.spec.std, self.batch_size, self.workers
         )
-        return extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
+        features = extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
+        return gather_shards(features["embedding"], len(split), self.group)
 
     def __call__(self) -> float:
-        bank, queries = self._features(self.train, "bank"), self._features(self.test, "test")
+        bank, queries = self._embedding(self.train, "bank"), self._embedding(self.test, "test")
         ranked = knn_predict(
-            queries["embedding"],
-            bank["embedding"],
-            bank["labels"],
-            self.train.num_classes,
-            self.k,
-            self.t,
+            queries, bank, self.train.labels, self.train.num_classes, self.k, self.t
         )
-        return topk_accuracy(ranked, queries["labels"], topk=(1,))["top1"]
+        return topk_accuracy(ranked, self.test.labels, topk=(1,))["top1"]

@@ -4,6 +4,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from ..utils.distributed import ONE_DEVICE, Group
 from .resnet import create_backbone
 
 
@@ -21,6 +22,10 @@ class MoCo(nn.Cell):
     can run them around the gradient computation, in the reference's order:
     momentum update, loss, SGD step, enqueue.
 
+    On ``group.size`` devices (the official multi-GPU ``builder.py``) each holds N of the
+    global batch of ``group.size`` x N: shuffle BN permutes the gathered key images of all
+    devices, and every device enqueues the gathered keys of all, so all hold one queue.
+
     Args:
         dim: Feature dimension (``moco-dim``).
         K: Queue size (``moco-k``).
@@ -30,13 +35,25 @@ class MoCo(nn.Cell):
         bn_splits: Groups of SplitBatchNorm, the single-device shuffle BN.
         symmetric: Use both views as queries and sum the two losses.
         seed: Seed of the random initial queue.
+        group: The data-parallel devices, this one's rank.
     """
 
     def __init__(
-        self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8, symmetric=False, seed=0
+        self,
+        dim=128,
+        K=4096,
+        m=0.99,
+        T=0.1,
+        arch="resnet18",
+        bn_splits=8,
+        symmetric=False,
+        seed=0,
+        group=ONE_DEVICE,
     ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
+        self.rank, self.world = group.rank, group.size
+        self.all_gather = ops.AllGather() if group.size > 1 else None
         self.encoder_q = create_backbone(arch, dim, bn_splits)
         self.encoder_k = create_backbone(arch, dim, bn_splits)
         # Only learnable weights follow encoder_q, not BN running statistics (as in the demo).
@@ -64,7 +81,9 @@ class MoCo(nn.Cell):
         return True
 
     def dequeue_and_enqueue(self, keys):
-        """Replaces the oldest ``N`` keys of the queue with ``keys`` (N x C)."""
+        """Replaces the oldest keys of the queue with ``keys`` (N x C) of every device."""
+        if self.world > 1:
+            keys = self.all_gather(keys)  # world*N x C, the same on every device
         batch_size = keys.shape[0]
         ptr = self.queue_ptr[0]
         indices = ptr + ops.arange(batch_size, dtype=ms.int32)  # K % N == 0: never wraps mid-batch
@@ -73,18 +92,28 @@ class MoCo(nn.Cell):
         return True
 
     def _batch_shuffle(self, x, idx_shuffle):
+        if self.world > 1:
+            return self._this_device(ops.gather(self.all_gather(x), idx_shuffle, 0))
         return ops.gather(x, idx_shuffle, 0)
 
     def _batch_unshuffle(self, x, idx_shuffle):
         idx_unshuffle = ops.argsort(idx_shuffle.astype(ms.float32))
+        if self.world > 1:
+            return self._this_device(ops.gather(self.all_gather(x), idx_unshuffle, 0))
         return ops.gather(x, idx_unshuffle, 0)
+
+    def _this_device(self, x_gather):
+        """This device's N rows of a world*N batch."""
+        n = x_gather.shape[0] // self.world
+        return x_gather[self.rank * n : (self.rank + 1) * n]
 
     def contrastive_loss(self, im_q, im_k, idx_shuffle):
         """InfoNCE loss of queries ``im_q`` against keys ``im_k`` and the queue.
 
         Args:
             im_q, im_k: Two views of the same images, N x 3 x H x W.
-            idx_shuffle: Permutation of ``range(N)`` for shuffle BN.
+            idx_shuffle: Permutation of ``range(world * N)`` for shuffle BN, the same on
+                every device.
 
         Returns:
             ``(loss, k)``; the keys ``k`` are L2-normalised, N x C.
@@ -104,7 +133,7 @@ class MoCo(nn.Cell):
 
         Args:
             im_1, im_2: Two augmented views, N x 3 x H x W.
-            idx_shuffle: 2 x N, one shuffle-BN permutation per key batch
+            idx_shuffle: 2 x world*N, one shuffle-BN permutation per key batch
                 (the second is used only with the symmetric loss).
 
         Returns:
@@ -118,7 +147,7 @@ class MoCo(nn.Cell):
         return loss, k
 
 
-def create_moco(args) -> MoCo:
+def create_moco(args, group: Group = ONE_DEVICE) -> MoCo:
     """Builds :class:`MoCo` from a resolved config namespace."""
     return MoCo(
         dim=args.moco_dim,
@@ -129,4 +158,5 @@ def create_moco(args) -> MoCo:
         bn_splits=args.bn_splits,
         symmetric=args.symmetric,
         seed=args.seed,
+        group=group,
     )

@@ -13,6 +13,7 @@ from mindspore import nn
 
 from ..data import CifarSplit, create_train_dataset, get_dataset_spec
 from ..utils import faults
+from ..utils.distributed import ONE_DEVICE, Group
 from ..utils.progress import Progress, logger
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .schedule import learning_rate
@@ -46,7 +47,8 @@ def train_one_epoch(
     """Runs the compiled step over one epoch's batches (``im_1``, ``im_2``); ``max_steps`` > 0
     stops early. Returns ``(mean loss, seconds)``; raises NonFiniteLossError naming the step.
 
-    Shuffle-BN permutations derive from ``(seed, epoch)``; ``lr`` is for display only.
+    Shuffle-BN permutations of the global ``batch_size`` derive from ``(seed, epoch)``; ``lr``
+    is for display only.
     """
     steps = dataset.get_dataset_size()
     if max_steps:
@@ -107,11 +109,14 @@ def fit(
     train_split: CifarSplit,
     args: argparse.Namespace,
     monitor: Optional[Callable[[], float]] = None,
+    group: Group = ONE_DEVICE,
 ) -> None:
     """Trains from ``args.resume`` (if set) to ``args.epochs``, into ``args.results_dir``.
 
     After each epoch: ``monitor()`` (kNN top-1) every ``args.knn_interval`` epochs, a row of
     ``log.csv``, then the checkpoint. Epoch 0 of the log is the monitor at initialisation.
+    Every device of ``group`` trains on its shard of each batch and runs the monitor; only the
+    main one writes.
     """
     spec = get_dataset_spec(args.dataset)
     log_path = os.path.join(args.results_dir, LOG_NAME)
@@ -120,19 +125,29 @@ def fit(
     if args.resume:
         start_epoch = load_checkpoint(train_step, args.resume, args) + 1
         logger.info("resumed from %s: continuing at epoch %d", args.resume, start_epoch)
-    restart_log(log_path, start_epoch)
+    if group.is_main:
+        restart_log(log_path, start_epoch)
     monitor = monitor if args.knn_interval else None
 
     if start_epoch == 1 and monitor:
         top1 = monitor()
         logger.info("epoch 0 (initialisation): kNN top-1 %.2f%%", top1)
-        append_log(log_path, epoch=0, lr="", loss="", knn_top1=f"{top1:.2f}", seconds="")
+        if group.is_main:
+            append_log(log_path, epoch=0, lr="", loss="", knn_top1=f"{top1:.2f}", seconds="")
 
     for epoch in range(start_epoch, args.epochs + 1):
         lr = learning_rate(epoch, args.lr, args.epochs, args.cos, args.schedule)
         set_learning_rate(train_step.optimizer, lr)
         dataset = create_train_dataset(
-            train_split, spec.mean, spec.std, args.batch_size, args.seed, epoch, args.workers
+            train_split,
+            spec.mean,
+            spec.std,
+            args.batch_size,
+            args.seed,
+            epoch,
+            args.workers,
+            group.rank,
+            group.size,
         )
         loss, seconds = train_one_epoch(
             train_step, dataset, epoch, args.epochs, lr, args.seed, args.batch_size, args.max_steps
@@ -149,6 +164,8 @@ def fit(
             top1 or "-",
             seconds,
         )
+        if not group.is_main:
+            continue
         # Log first, then checkpoint: a resume drops log rows the checkpoint does not cover.
         append_log(
             log_path,

@@ -3,6 +3,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+_BN_STATISTICS = ("moving_mean", "moving_variance")
+
 
 def create_optimizer(
     model: nn.Cell, lr: float, weight_decay: float, momentum: float = 0.9
@@ -35,6 +37,10 @@ class MoCoTrainStep(nn.Cell):
     leave the loss finite (ReLU maps NaN to 0 on CPU) while the gradients and
     BN statistics are NaN, so the loss alone does not reveal a broken step.
 
+    On several devices (``model.world`` > 1) the loss and gradients are averaged over them,
+    as are the BN running statistics: N devices with S splits each update them as one device
+    with N x S splits does, and every device keeps identical weights.
+
     Args:
         model: A :class:`~src.models.MoCo`.
         optimizer: Optimizer over ``model.encoder_q``'s learnable weights.
@@ -45,11 +51,27 @@ class MoCoTrainStep(nn.Cell):
         self.model = model
         self.optimizer = optimizer
         self.grad_fn = ms.value_and_grad(model, None, optimizer.parameters, has_aux=True)
+        self.world = model.world
+        if self.world > 1:
+            self.grad_reducer = nn.DistributedGradReducer(optimizer.parameters, True, self.world)
+            self.all_reduce = ops.AllReduce()
+            self.bn_statistics = ms.ParameterTuple(
+                p for p in model.get_parameters() if p.name.endswith(_BN_STATISTICS)
+            )
 
     def construct(self, im_1, im_2, idx_shuffle):
         self.model.momentum_update_key_encoder()
         (loss, keys), grads = self.grad_fn(im_1, im_2, idx_shuffle)
+        if self.world > 1:
+            grads = self.grad_reducer(grads)
+            loss = self.all_reduce(loss) / self.world
+            self._average_bn_statistics()
         grads_finite = ms.amp.all_finite(grads)
         self.optimizer(grads)
         self.model.dequeue_and_enqueue(keys)
         return loss, grads_finite
+
+    def _average_bn_statistics(self):
+        for p in self.bn_statistics:
+            ops.assign(p, self.all_reduce(p) / self.world)
+        return True

@@ -1,0 +1,96 @@
+"""Data-parallel runs launched by ``msrun``: this process's rank and the group's size."""
+
+import os
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from .device import DeviceError
+
+# msrun exports MS_ROLE (MS_SCHED for its scheduler process, MS_WORKER for the workers) and
+# MS_WORKER_NUM to every process it starts; a plain ``python main.py`` has neither.
+_ROLE, _WORKER_NUM = "MS_ROLE", "MS_WORKER_NUM"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rank of this process among ``size`` data-parallel workers; rank 0 writes the results."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+ONE_DEVICE = Group()
+
+
+def is_scheduler() -> bool:
+    """True in msrun's scheduler process, which runs the script too but only coordinates."""
+    return os.environ.get(_ROLE) == "MS_SCHED"
+
+
+def init_distributed(distribute: bool) -> Group:
+    """``--distribute``: joins msrun's workers (after ``set_device``); else a group of one.
+
+    Raises DeviceError when the flag and the launcher disagree. In the scheduler process
+    ``init()`` serves the workers and exits when they are done.
+    """
+    workers = int(os.environ.get(_WORKER_NUM, "1"))
+    if not distribute:
+        if workers > 1:
+            raise DeviceError(
+                f"started by msrun with {workers} workers but without --distribute: "
+                "each would train alone on the whole batch; add --distribute"
+            )
+        return ONE_DEVICE
+    if _ROLE not in os.environ:
+        raise DeviceError(
+            "--distribute needs the msrun launcher, e.g. msrun --worker_num=2 "
+            "--local_worker_num=2 --master_port=8118 --join=True main.py ... --distribute"
+        )
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()
+    return Group(get_rank(), get_group_size())
+
+
+def shard_indices(length: int, group: Group) -> np.ndarray:
+    """This device's ``ceil(length / size)`` indices of ``range(length)``, a contiguous block;
+    the last device's block is padded with ``length - 1`` so every block has one shape.
+    """
+    block = -(-length // group.size)
+    return np.minimum(np.arange(group.rank * block, (group.rank + 1) * block), length - 1)
+
+
+class _AllGather(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.all_gather = ops.AllGather()
+
+    def construct(self, x):
+        return self.all_gather(x)
+
+
+def gather_shards(shard: np.ndarray, length: int, group: Group) -> np.ndarray:
+    """Undoes :func:`shard_indices`: the blocks of every device, in order, ``length`` rows."""
+    if group.size == 1:
+        return shard[:length]
+    return _AllGather()(ms.Tensor(shard)).asnumpy()[:length]
+
+
+def main_text(text: str, group: Group, max_bytes: int = 4096) -> str:
+    """The main device's ``text`` on every device (e.g. a folder name made from the time)."""
+    if group.size == 1:
+        return text
+    data = text.encode()
+    if len(data) > max_bytes:
+        raise ValueError(f"text longer than {max_bytes} bytes: {text[:80]}...")
+    codes = np.zeros((1, max_bytes), np.int32)
+    codes[0, : len(data)] = np.frombuffer(data, np.uint8)
+    main = gather_shards(codes, group.size, group)[0]
+    return bytes(main[main > 0].astype(np.uint8)).decode()
