@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
@@ -228,6 +229,30 @@ def run_main(args, timeout=600, env=None):
         text=True,
         timeout=timeout,
         env=env,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_msrun(script_args, workers=2, log_dir=None, timeout=600, env=None, port=None):
+    """Runs ``msrun`` with ``workers`` local workers on a free port, from the repository root."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "msrun"),
+        f"--worker_num={workers}",
+        f"--local_worker_num={workers}",
+        f"--master_port={port or free_port()}",
+        "--join=True",
+        *([f"--log_dir={log_dir}"] if log_dir else []),
+        *script_args,
+    ]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
