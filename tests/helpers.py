@@ -220,10 +220,10 @@ TINY = [
 """A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
 
 
-def run_main(args, timeout=600, env=None):
-    """Runs ``python main.py ARGS`` from the repository root."""
+def run_main(args, timeout=600, env=None, script="main.py"):
+    """Runs ``python main.py ARGS`` (or another ``script``) from the repository root."""
     return subprocess.run(
-        [sys.executable, "main.py", *args],
+        [sys.executable, script, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -1,6 +1,8 @@
 """Data-parallel runs launched by ``msrun``: this process's rank and the group's size."""
 
 import os
+import signal
+import socket
 from dataclasses import dataclass
 
 import mindspore as ms
@@ -34,6 +36,39 @@ def is_scheduler() -> bool:
     return os.environ.get(_ROLE) == "MS_SCHED"
 
 
+def check_master_port() -> None:
+    """In msrun's scheduler: a busy ``--master_port`` stops the job now with a clear error.
+
+    Otherwise msrun's workers would retry it for ``--cluster_time_out`` (600 s by default).
+    """
+    host, port = os.environ.get("MS_SCHED_HOST", "127.0.0.1"), int(os.environ["MS_SCHED_PORT"])
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            _stop_sibling_processes()
+            raise DeviceError(
+                f"msrun --master_port {port} on {host} is in use (OSError: {err.strerror}): "
+                "another job is listening there; choose a free port"
+            ) from err
+
+
+def _stop_sibling_processes() -> None:
+    """SIGTERMs the other children of msrun (its workers): msrun then ends the job non-zero."""
+    parent = os.getppid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            os.kill(int(entry), signal.SIGTERM)
+
+
 def init_distributed(distribute: bool) -> Group:
     """``--distribute``: joins msrun's workers (after ``set_device``); else a group of one.
 
@@ -55,6 +90,8 @@ def init_distributed(distribute: bool) -> Group:
         )
     from mindspore.communication import get_group_size, get_rank, init
 
+    if is_scheduler():
+        check_master_port()
     init()
     return Group(get_rank(), get_group_size())
 
