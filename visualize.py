@@ -9,6 +9,7 @@ The curves come from RESULTS/log.csv written by main.py.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -136,7 +137,9 @@ def draw_retrieval(args: argparse.Namespace, logger: logging.Logger) -> str:
 
 
 def read_training_log(path: str):
-    """Epochs with a loss and epochs with a kNN accuracy, from main.py's log.csv."""
+    """Epochs with a loss and epochs with a kNN accuracy, from main.py's log.csv; an epoch
+    without a monitor value takes infer.py's kNN (``eval_knn.json`` beside it), if it has one.
+    """
     if not os.path.isfile(path):
         raise ConfigError(
             f"training log not found: {path} (main.py writes log.csv into its results folder)"
@@ -147,6 +150,12 @@ def read_training_log(path: str):
         raise ConfigError(str(err)) from None
     loss = [(int(r["epoch"]), float(r["loss"])) for r in rows if r["loss"]]
     knn = [(int(r["epoch"]), float(r["knn_top1"])) for r in rows if r["knn_top1"]]
+    evaluated = os.path.join(os.path.dirname(path), "eval_knn.json")
+    if os.path.isfile(evaluated):
+        with open(evaluated) as f:
+            result = json.load(f)
+        if result.get("epoch") not in {epoch for epoch, _ in knn}:
+            knn = sorted([*knn, (int(result["epoch"]), float(result["knn_top1"]))])
     return loss, knn
 
 

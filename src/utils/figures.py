@@ -147,12 +147,13 @@ def training_curves_figure(
     reference: bool = False,
 ) -> Figure:
     """The training loss and the kNN top-1 (epoch 0: initialisation) per epoch, side by side,
-    10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's last epoch."""
+    10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's last epoch, or
+    to epoch 10 for a shorter run (the demo's first ten epochs give its trend)."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, knn_axes = figure.subplots(1, 2)
     if reference:
-        last = max([1, *loss_epochs, *knn_epochs])
-        demo = [row for row in DEMO_CURVE if row[0] <= last] or [DEMO_CURVE[0]]
+        last = max([10, *loss_epochs, *knn_epochs])
+        demo = [row for row in DEMO_CURVE if row[0] <= last]
         epochs = [row[0] for row in demo]
         for axes, column in ((loss_axes, 1), (knn_axes, 2)):
             values = [row[column] for row in demo]
@@ -168,7 +169,7 @@ def training_curves_figure(
     knn_axes.set_xlabel("epoch")
     knn_axes.set_ylabel("kNN top-1 (%)")
     knn_axes.set_title("kNN monitor (test set)")
-    all_epochs = list(loss_epochs) + list(knn_epochs)
+    all_epochs = list(loss_epochs) + list(knn_epochs) + (epochs if reference else [])
     for axes in (loss_axes, knn_axes):
         if all_epochs:  # the same epoch axis on both panels, even for a single point
             axes.set_xlim(min(all_epochs) - 0.3, max(all_epochs) + 0.3)

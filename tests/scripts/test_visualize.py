@@ -75,6 +75,10 @@ def test_training_log_keeps_the_initial_knn_without_a_loss(tmp_path):
     loss, knn = visualize.read_training_log(str(tmp_path / "log.csv"))
     assert loss == [(1, 8.1), (2, 7.9)]
     assert knn == [(0, 12.5), (1, 20.0)]
+    (tmp_path / "eval_knn.json").write_text('{"epoch": 2, "knn_top1": 21.5}')  # infer.py's
+    assert visualize.read_training_log(str(tmp_path / "log.csv"))[1][-1] == (2, 21.5)
+    (tmp_path / "eval_knn.json").write_text('{"epoch": 1, "knn_top1": 21.5}')  # the log's wins
+    assert visualize.read_training_log(str(tmp_path / "log.csv"))[1] == knn
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
