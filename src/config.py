@@ -44,6 +44,8 @@ _OPTIONS: list[Any] = [
     ("--moco-t", float, 0.1, "softmax temperature"),
     ("--bn-splits", int, 8, "BatchNorm splits simulating multi-device BN; 1 is SyncBN-like"),
     ("--symmetric", bool, False, "symmetric loss that backprops to both crops"),
+    ("--mlp", bool, False, "MoCo v2: MLP projection head (512-512-moco_dim, ReLU)"),
+    ("--aug-plus", bool, False, "MoCo v2 augmentation: crop scale (0.2, 1); no blur at 32 px"),
     "knn monitor",
     ("--knn-k", int, 200, "k of the kNN monitor"),
     ("--knn-t", float, 0.1, "softmax temperature of the kNN monitor"),

@@ -18,7 +18,7 @@ ALLOWED = {
     "data": {"utils"},
     "train": {"models", "data", "utils"},
     "eval": {"train", "models", "data", "utils"},  # train.checkpoint reads checkpoints
-    "tools": {"train", "models", "utils"},
+    "tools": {"eval", "train", "models", "utils"},  # export restores encoders as infer.py does
 }
 
 

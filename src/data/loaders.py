@@ -15,6 +15,7 @@ import numpy as np
 
 from .cifar import CifarSplit, DatasetError
 from .transforms import (
+    CROP_SCALE,
     colour_jitter,
     crop,
     finish_views,
@@ -39,13 +40,18 @@ def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def view_decisions(
-    num_views: int, height: int, width: int, seed: int, epoch: int
+    num_views: int,
+    height: int,
+    width: int,
+    seed: int,
+    epoch: int,
+    crop_scale: Sequence[float] = CROP_SCALE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop boxes (num_views, 4) and decisions (num_views, 3) of one epoch's views (two per
     image, in the epoch's order): a pure function of the arguments, every draw independent.
     """
     rng = np.random.default_rng([seed, epoch, _DECISION_STREAM])
-    boxes = sample_crop_boxes(rng, num_views, height, width)
+    boxes = sample_crop_boxes(rng, num_views, height, width, crop_scale)
     return boxes, sample_view_decisions(rng, num_views)
 
 
@@ -127,12 +133,14 @@ def create_train_dataset(
     workers: int = 1,
     rank: int = 0,
     world: int = 1,
+    crop_scale: Sequence[float] = CROP_SCALE,
 ) -> ds.Dataset:
     """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
     float32 (B, 3, 32, 32); on ``world`` devices this one's B / world rows of each (same crops
     and decisions as on one device). Sets MindSpore's global dataset seed (and reseeds ``random``
     and ``numpy.random``), read when the iterator is created: iterate before anything else sets
-    one. Determinism holds for a fixed ``workers`` (checked with 1).
+    one. Determinism holds for a fixed ``workers`` (checked with 1). ``crop_scale``: the crop's
+    area range (``CROP_SCALE_V2`` for MoCo v2's augmentation).
     """
     _check_int(batch_size, "batch_size", 1)
     _check_int(seed, "seed", 0)
@@ -145,7 +153,7 @@ def create_train_dataset(
     if batch_size % world:
         raise DatasetError(f"batch_size {batch_size} does not split evenly over {world} devices")
     images, order = split.images, epoch_order(len(split), seed, epoch)
-    boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch)
+    boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch, crop_scale)
     positions = shard_positions(len(order), batch_size, rank, world)
     ds.config.set_seed(augmentation_seed(seed, epoch, rank))
 

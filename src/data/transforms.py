@@ -15,6 +15,7 @@ import numpy as np
 
 CROP_SIZE = 32
 CROP_SCALE = (0.08, 1.0)
+CROP_SCALE_V2 = (0.2, 1.0)  # MoCo v2's --aug-plus (its Gaussian blur is left out at 32 px)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_TRIES = 10
 FLIP_PROB = 0.5

@@ -48,7 +48,9 @@ def restore_encoder(checkpoint: str) -> tuple[nn.Cell, dict]:
     missing = [key for key in ("arch", "moco_dim", "bn_splits") if key not in settings]
     if missing:
         raise CheckpointError(f"checkpoint {checkpoint} does not record {', '.join(missing)}")
-    encoder = create_backbone(settings["arch"], settings["moco_dim"], settings["bn_splits"])
+    encoder = create_backbone(
+        settings["arch"], settings["moco_dim"], settings["bn_splits"], settings.get("mlp", False)
+    )
     load_checkpoint(encoder, checkpoint, prefix="encoder_q.", saved=saved)
     encoder.set_train(False)
     return encoder, settings

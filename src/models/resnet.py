@@ -64,6 +64,10 @@ def _make_layer(in_channels, channels, blocks, stride, norm):
     return nn.SequentialCell(layers)
 
 
+def _mlp_head(width: int, num_classes: int) -> nn.SequentialCell:
+    return nn.SequentialCell([nn.Dense(width, width), nn.ReLU(), nn.Dense(width, num_classes)])
+
+
 class ResNetCifar(nn.Cell):
     """ResNet for CIFAR: 3x3 stride-1 stem, no max-pool, global pool, fc to ``num_classes``.
 
@@ -76,9 +80,10 @@ class ResNetCifar(nn.Cell):
         layers: Number of BasicBlocks per stage.
         num_classes: Output dimension of the final fc (the MoCo feature dim).
         norm: Callable ``norm(num_channels) -> Cell``; injects e.g. SplitBatchNorm.
+        mlp: MoCo v2's head, fc 512-512, ReLU, fc 512-``num_classes`` (``net.9.0``, ``net.9.2``).
     """
 
-    def __init__(self, layers=(2, 2, 2, 2), num_classes=128, norm=SplitBatchNorm):
+    def __init__(self, layers=(2, 2, 2, 2), num_classes=128, norm=SplitBatchNorm, mlp=False):
         super().__init__()
         widths = (64, 128, 256, 512)
         # The demo swaps torchvision's 7x7 stem for a fresh nn.Conv2d: PyTorch's default init.
@@ -104,7 +109,7 @@ class ResNetCifar(nn.Cell):
                 *stages,
                 nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(),
-                nn.Dense(512, num_classes),
+                _mlp_head(512, num_classes) if mlp else nn.Dense(512, num_classes),
             ]
         )
         self.feature_dim = 512
@@ -123,9 +128,11 @@ ARCHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
 def create_backbone(
-    arch: str = "resnet18", num_classes: int = 128, bn_splits: int = 1
+    arch: str = "resnet18", num_classes: int = 128, bn_splits: int = 1, mlp: bool = False
 ) -> ResNetCifar:
-    """Builds a CIFAR ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``."""
+    """Builds a CIFAR ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``; ``mlp``: with
+    MoCo v2's MLP head."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")
-    return ResNetCifar(ARCHS[arch], num_classes, partial(SplitBatchNorm, num_splits=bn_splits))
+    norm = partial(SplitBatchNorm, num_splits=bn_splits)
+    return ResNetCifar(ARCHS[arch], num_classes, norm, mlp)

@@ -219,7 +219,8 @@ def _check_config(found: Mapping[str, Any], given: Mapping[str, Any], source: st
         raise ConversionError("; ".join(clashes))
 
 
-def _import_torch():
+def import_torch():
+    """``torch``, imported on first use; ConversionError if it is not installed."""
     try:
         import torch
     except ImportError as err:
@@ -237,7 +238,8 @@ def _map_leaves(tree: Any, kind: type, leaf: Callable[[Any], Any]) -> Any:
     return leaf(tree) if isinstance(tree, kind) else tree
 
 
-def _write(path: str, write: Callable[[str], Any]) -> None:
+def write_atomically(path: str, write: Callable[[str], Any]) -> None:
+    """``atomic_write(path, write)``, its failures raised as ConversionError."""
     try:
         atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
@@ -258,7 +260,7 @@ def convert_pth_to_ckpt(
 ) -> dict[str, Any]:
     """Writes a demo checkpoint (or a bare state_dict) as our ``.ckpt``; returns its metadata.
     Model settings given are checked, ``bn_splits`` (default 8) and ``symmetric`` recorded."""
-    torch = _import_torch()
+    torch = import_torch()
     try:
         checkpoint = torch.load(in_path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
@@ -286,7 +288,7 @@ def convert_pth_to_ckpt(
     splits = DEFAULT_BN_SPLITS if bn_splits is None else bn_splits
     meta = dict(epoch=int(epoch), **config, bn_splits=int(splits), symmetric=bool(symmetric))
     data = [{"name": n, "data": ms.Tensor(np.asarray(entries[n], order="C"))} for n in schema]
-    _write(out_path, lambda tmp: ms.save_checkpoint(data, tmp, append_dict=meta))
+    write_atomically(out_path, lambda tmp: ms.save_checkpoint(data, tmp, append_dict=meta))
     return meta
 
 
@@ -303,7 +305,7 @@ def convert_ckpt_to_pth(
 ) -> dict[str, Any]:
     """Writes our ``.ckpt`` as the demo's ``{'epoch', 'state_dict', 'optimizer'}``; returns its
     metadata. Model settings given are checked; ``weight_decay`` goes into the SGD group."""
-    torch = _import_torch()
+    torch = import_torch()
     try:
         saved = read_checkpoint(in_path)
     except CheckpointError as err:
@@ -323,7 +325,7 @@ def convert_ckpt_to_pth(
     sgd = mindspore_optimizer_to_torch(values, torch_parameter_names(schema), weight_decay)
     checkpoint = dict(epoch=meta["epoch"], state_dict=state, optimizer=sgd)
     checkpoint = _map_leaves(checkpoint, np.ndarray, torch.from_numpy)
-    _write(out_path, lambda tmp: torch.save(checkpoint, tmp))
+    write_atomically(out_path, lambda tmp: torch.save(checkpoint, tmp))
     return meta
 
 

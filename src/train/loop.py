@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import nn
 
 from ..data import CifarSplit, create_train_dataset, get_dataset_spec
+from ..data.transforms import CROP_SCALE, CROP_SCALE_V2
 from ..utils import faults
 from ..utils.distributed import ONE_DEVICE, Group
 from ..utils.progress import Progress, logger
@@ -148,6 +149,7 @@ def fit(
             args.workers,
             group.rank,
             group.size,
+            CROP_SCALE_V2 if args.aug_plus else CROP_SCALE,
         )
         loss, seconds = train_one_epoch(
             train_step, dataset, epoch, args.epochs, lr, args.seed, args.batch_size, args.max_steps

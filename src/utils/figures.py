@@ -1,4 +1,4 @@
-"""Figures of evaluation results: a retrieval grid and training curves.
+"""Figures of evaluation results: a retrieval grid, training curves and an embedding map.
 
 Figures are built on ``matplotlib.figure.Figure`` directly, not through
 ``pyplot``: no global state, no display needed, and ``savefig`` renders PNGs
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
@@ -177,6 +179,47 @@ def training_curves_figure(
         axes.grid(alpha=0.3)
         if reference:
             axes.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+EMBEDDING_INCHES = (11.0, 8.0)  # the map, with the legend to its right
+LEGEND_ROWS = 25  # legend entries per column (CIFAR-100: four columns)
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """RGBA colour per class: tab10 or tab20 while they suffice, else evenly along turbo."""
+    if num_classes <= 20:
+        return colormaps["tab10" if num_classes <= 10 else "tab20"].colors[:num_classes]
+    return colormaps["turbo"](np.linspace(0.0, 1.0, num_classes))
+
+
+def embedding_figure(
+    points_2d: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str = ""
+) -> Figure:
+    """A 2-D map of ``points_2d`` (N x 2) coloured by ``labels``, drawn in the given order
+    (one scatter, so no class hides the others), with a legend of ``class_names`` outside the
+    axes; :data:`EMBEDDING_INCHES` in size. The axes have no scale: only neighbours matter."""
+    figure = Figure(figsize=EMBEDDING_INCHES, layout="constrained")
+    axes = figure.subplots()
+    colours = np.asarray(class_colours(len(class_names)))
+    axes.scatter(points_2d[:, 0], points_2d[:, 1], c=colours[labels], s=7, alpha=0.7, linewidths=0)
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    handles = [
+        Line2D([], [], linestyle="", marker="o", markersize=7, color=colour, label=name)
+        for colour, name in zip(colours, class_names)
+    ]
+    axes.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncols=-(-len(handles) // LEGEND_ROWS),
+        fontsize=10 if len(handles) <= LEGEND_ROWS else 7,
+        frameon=False,
+    )
     if title:
         figure.suptitle(title, fontsize=10)
     return figure

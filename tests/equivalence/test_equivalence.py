@@ -638,7 +638,7 @@ def test_converter_round_trip_is_exact_and_features_agree(images, tmp_path, spli
 
     # Our model restored from the converted file computes the reference's features.
     args = SimpleNamespace(
-        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits, symmetric=False
+        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits, symmetric=False, mlp=False
     )
     model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
     assert (

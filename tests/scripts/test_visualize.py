@@ -1,13 +1,16 @@
-"""visualize.py: the retrieval grid of a tiny checkpoint, the training curves, bad input."""
+"""visualize.py: the retrieval grid and embedding map of a tiny checkpoint, the training curves,
+bad input."""
 
 import os
 import struct
+import sys
 
 import mindspore as ms
+import numpy as np
 import pytest
 
 import visualize
-from src.utils.figures import DPI, retrieval_grid_size
+from src.utils.figures import DPI, EMBEDDING_INCHES, embedding_figure, retrieval_grid_size
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +61,41 @@ def test_query_outside_the_test_set_is_refused(trained, tmp_path, capsys):
     argv = ["--query-index", "20", "--output", str(tmp_path / "x.png")]
     code, _, err = run_visualize(argv, capsys, trained)
     assert code == 2 and "outside the test set [0, 20)" in err
+
+
+def test_embedding_map_png_and_default_output(trained, capsys):
+    argv = "--embedding --embedding-points 12 --seed 3".split()
+    code, out, err = run_visualize(argv, capsys, trained)
+    assert code == 0, err
+    assert out.strip() == os.path.join(os.path.dirname(trained[1]), "embedding.png")
+    assert png_size(out.strip()) == tuple(round(inches * DPI) for inches in EMBEDDING_INCHES)
+    assert "t-SNE of 12 points" in err
+
+
+def test_embedding_figure_has_a_legend_of_the_classes_and_colours_by_label():
+    names = ["cat", "dog", "ship"]
+    labels = np.array([0, 2, 1, 2])
+    figure = embedding_figure(np.arange(8.0).reshape(4, 2), labels, names, "a map")
+    axes = figure.axes[0]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == names
+    (scatter,) = axes.collections
+    colours = scatter.get_facecolors()[:, :3]
+    assert np.array_equal(colours[1], colours[3]) and len(np.unique(colours, axis=0)) == 3
+    legend_colours = [handle.get_color() for handle in axes.get_legend().legend_handles]
+    assert np.allclose(legend_colours[2][:3], colours[1])
+
+
+def test_embedding_bad_inputs_are_clear_errors(tmp_path, capsys, monkeypatch):
+    for argv in (["--embedding"], ["--embedding", "--curves", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_:
+            visualize.main(argv)
+        assert exit_.value.code == 2 and "give exactly one of" in capsys.readouterr().err
+    argv = ["--embedding", "--checkpoint", str(tmp_path / "nope.ckpt")]
+    code, _, err = run_visualize([*argv, "--embedding-points", "1"], capsys)
+    assert code == 2 and "--embedding-points must be at least 2" in err
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)  # as if it were not installed
+    code, _, err = run_visualize(argv, capsys)
+    assert code == 2 and "error: --embedding needs scikit-learn" in err
 
 
 def test_training_curves_png(trained, tmp_path, capsys):

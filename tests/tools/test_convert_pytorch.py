@@ -219,7 +219,9 @@ def _tiny_demo_checkpoint(path, epoch=5):
 
 
 def _config(**overrides):
-    values = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False)
+    values = dict(
+        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False, mlp=False
+    )
     values.update(overrides)
     return SimpleNamespace(**values)
 

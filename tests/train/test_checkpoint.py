@@ -15,7 +15,7 @@ from src.train.step import MoCoTrainStep, create_optimizer
 
 
 def config(**overrides):
-    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False)
+    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False, mlp=False)
     values.update(overrides)
     return SimpleNamespace(**values)
 
