@@ -41,12 +41,15 @@ DEFAULTS = {
     "moco_t": 0.1,
     "bn_splits": 8,
     "symmetric": False,
+    "mlp": False,
+    "aug_plus": False,
     "knn_k": 200,
     "knn_t": 0.1,
     "knn_interval": 1,
     "resume": "",
     "results_dir": "",
     "device_target": "CPU",
+    "distribute": False,
     "mode": 0,
     "seed": 0,
     "workers": 1,
@@ -491,3 +494,8 @@ def test_shipped_configs_differ_only_where_named():
     assert (cifar10.dataset, cifar10.symmetric) == ("cifar10", False)
     assert vars(symmetric) == dict(vars(cifar10), symmetric=True, config=symmetric.config)
     assert vars(cifar100) == dict(vars(cifar10), dataset="cifar100", config=cifar100.config)
+    v2_changes = dict(mlp=True, aug_plus=True, moco_t=0.2)
+    for dataset in ("cifar10", "cifar100"):
+        path = str(CONFIGS_DIR / f"{dataset}_mocov2.yaml")
+        v2 = parse_args(["--config", path, "--results-dir", "x"])
+        assert vars(v2) == dict(vars(cifar10), dataset=dataset, config=path, **v2_changes)

@@ -36,6 +36,7 @@ QUEUE, QUEUE_PTR, MOMENTS = "queue", "queue_ptr", "moments."
 # The demo's recipe, for what a state_dict does not reveal.
 DEFAULT_BN_SPLITS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY = 8, 0.06, 0.9, 5e-4
 STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
+_GIVEN_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")  # mlp: read off the tensors
 
 Schema = Mapping[str, tuple[int, ...]]
 
@@ -181,7 +182,8 @@ def mindspore_optimizer_to_torch(
 
 
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``arch``, ``moco_dim`` and ``moco_k`` of a demo ``state_dict`` (blocks per stage, queue)."""
+    """``arch``, ``moco_dim``, ``moco_k`` and ``mlp`` of a demo ``state_dict`` (blocks per stage,
+    queue, a two-layer head ``net.9.0`` / ``net.9.2`` as in MoCo v2)."""
     if QUEUE not in state_dict or np.ndim(state_dict[QUEUE]) != 2:
         keys = ", ".join(sorted(state_dict)[:3])
         raise ConversionError(f"no 2-D 'queue' tensor: not a MoCo state_dict (keys {keys} ...)")
@@ -194,16 +196,17 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     if arch is None:
         known = ", ".join(f"{name} {tuple(layers)}" for name, layers in ARCHS.items())
         raise ConversionError(f"encoder_q has {blocks} blocks per stage, none of {known}")
-    return {"arch": arch, "moco_dim": int(dim), "moco_k": int(k)}
+    mlp = "encoder_q.net.9.0.weight" in state_dict
+    return {"arch": arch, "moco_dim": int(dim), "moco_k": int(k), "mlp": mlp}
 
 
 @functools.lru_cache(maxsize=2)
-def model_schema(arch: str, moco_dim: int, moco_k: int) -> Schema:
+def model_schema(arch: str, moco_dim: int, moco_k: int, mlp: bool = False) -> Schema:
     """``{name: shape}`` that ``save_checkpoint`` writes for a training step of such a model."""
     from ..models import MoCo
     from ..train.step import create_optimizer
 
-    model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=1)  # bn_splits alters only scratch
+    model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=1, mlp=mlp)  # splits: only scratch
     optimizer = create_optimizer(model, DEFAULT_LR, DEFAULT_WEIGHT_DECAY)
     params = [p for cell in (model, optimizer) for p in cell.get_parameters()]
     return MappingProxyType({p.name: p.shape for p in params if SCRATCH_PREFIX not in p.name})
@@ -315,13 +318,13 @@ def convert_ckpt_to_pth(
     state = mindspore_state_to_torch({k: v for k, v in values.items() if _is_model_tensor(k)})
     config = infer_model_config(state)
     found.update(config)
-    given = dict(zip(MODEL_KEYS, (arch, moco_dim, moco_k, bn_splits, symmetric)))
+    given = dict(zip(_GIVEN_KEYS, (arch, moco_dim, moco_k, bn_splits, symmetric)))
     _check_config(found, given, in_path)
     schema = model_schema(**config)
     check_against_schema(values, schema, in_path)
 
     meta = {"epoch": int(found.get("epoch", 0) if epoch is None else epoch)}
-    meta.update({key: found.get(key, given[key]) for key in MODEL_KEYS})
+    meta.update({key: found.get(key, given.get(key)) for key in MODEL_KEYS})
     sgd = mindspore_optimizer_to_torch(values, torch_parameter_names(schema), weight_decay)
     checkpoint = dict(epoch=meta["epoch"], state_dict=state, optimizer=sgd)
     checkpoint = _map_leaves(checkpoint, np.ndarray, torch.from_numpy)
@@ -357,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     paths = args.input, args.output
     ext_in, ext_out = (os.path.splitext(path)[1].lower() or "(none)" for path in paths)
-    common = {key: getattr(args, key) for key in (*MODEL_KEYS, "epoch")}
+    common = {key: getattr(args, key) for key in (*_GIVEN_KEYS, "epoch")}
     try:
         if ext_in in PTH_EXTENSIONS and ext_out in CKPT_EXTENSIONS:
             direction = "pth->ckpt"

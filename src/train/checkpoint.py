@@ -13,7 +13,7 @@ from ..utils.io import atomic_write
 
 CHECKPOINT_NAME = "model_last.ckpt"
 # Recorded in every checkpoint; a resume with other values would not fit the model.
-MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")
+MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "mlp")
 
 
 class CheckpointError(RuntimeError):

@@ -135,9 +135,11 @@ class ModelBase(nn.Module):
 
     ``net`` = conv1, bn1, relu, layer1-4, avgpool, Flatten, fc (indices 0-9), so the
     ``state_dict`` keys are ``net.0.weight``, ``net.1.running_mean``, ..., ``net.9.bias``.
+    ``mlp``: MoCo v2's head (its ``builder.py``): Linear 512-512, ReLU, then the fc (``net.9.0``,
+    ``net.9.2``).
     """
 
-    def __init__(self, feature_dim=128, arch="resnet18", bn_splits=16):
+    def __init__(self, feature_dim=128, arch="resnet18", bn_splits=16, mlp=False):
         super().__init__()
         norm_layer = (
             partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else nn.BatchNorm2d
@@ -152,6 +154,8 @@ class ModelBase(nn.Module):
             if isinstance(module, nn.Linear):
                 net.append(nn.Flatten(1))
             net.append(module)
+        if mlp:
+            net[-1] = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), net[-1])
         self.net = nn.Sequential(*net)
 
     def forward(self, x):
@@ -167,12 +171,20 @@ class ModelMoCo(nn.Module):
     """
 
     def __init__(
-        self, dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8, symmetric=False
+        self,
+        dim=128,
+        K=4096,
+        m=0.99,
+        T=0.1,
+        arch="resnet18",
+        bn_splits=8,
+        symmetric=False,
+        mlp=False,
     ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
-        self.encoder_q = ModelBase(feature_dim=dim, arch=arch, bn_splits=bn_splits)
-        self.encoder_k = ModelBase(feature_dim=dim, arch=arch, bn_splits=bn_splits)
+        self.encoder_q = ModelBase(dim, arch, bn_splits, mlp)
+        self.encoder_k = ModelBase(dim, arch, bn_splits, mlp)
         for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
             param_k.data.copy_(param_q.data)
             param_k.requires_grad = False

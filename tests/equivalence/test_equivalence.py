@@ -122,11 +122,11 @@ def make_batch(images, rng, n=N):
     return crops[0], crops[1], perm
 
 
-def build_ours(seed=0, symmetric=False):
+def build_ours(seed=0, symmetric=False, mlp=False):
     """Our MoCo with non-trivial state: BN affine and running statistics random (independently
     for the two encoders), encoder_k 1% away from encoder_q (so the momentum update shows)."""
     ms.set_seed(seed)
-    model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=MS_SPLITS, symmetric=symmetric, seed=seed)
+    model = MoCo(DIM, K, M, T, bn_splits=MS_SPLITS, symmetric=symmetric, seed=seed, mlp=mlp)
     rng = np.random.default_rng(seed + 100)
     for param in model.get_parameters():
         name, shape = param.name, param.shape
@@ -142,10 +142,10 @@ def build_ours(seed=0, symmetric=False):
     return model
 
 
-def reference_of(model, symmetric=False, splits=SPLITS):
+def reference_of(model, symmetric=False, splits=SPLITS, mlp=False):
     """The PyTorch reference holding our model's weights, copied by the converter's mapping."""
     state = cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
-    torch_model = ref.ModelMoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits, symmetric=symmetric)
+    torch_model = ref.ModelMoCo(DIM, K, M, T, bn_splits=splits, symmetric=symmetric, mlp=mlp)
     torch_model.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()})
     return torch_model
 
@@ -229,11 +229,13 @@ class _RecordingOps:
         return self._ops.cross_entropy(logits, labels, *args, **kwargs)
 
 
-@pytest.mark.parametrize("symmetric", [False, True], ids=["asymmetric", "symmetric"])
-def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric):
-    label = "symmetric" if symmetric else "asymmetric"
-    model = build_ours(symmetric=symmetric)
-    reference = reference_of(model, symmetric=symmetric)
+@pytest.mark.parametrize(
+    "symmetric, mlp", [(False, False), (True, False), (False, True)], ids=["asym", "sym", "mlp"]
+)
+def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric, mlp):
+    label = ("symmetric" if symmetric else "asymmetric") + (", MLP head" if mlp else "")
+    model = build_ours(symmetric=symmetric, mlp=mlp)
+    reference = reference_of(model, symmetric=symmetric, mlp=mlp)
     exact = copy.deepcopy(reference).double()  # float64: the exact gradient, see below
     im_1, im_2, perm = make_batch(images, np.random.default_rng(1))
 
@@ -312,13 +314,15 @@ def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric):
         for k, n in cv.torch_parameter_names(cv.mindspore_model_state(model))
         if k.startswith("encoder_q.")
     ]
-    assert len(names) == len(grads) == 62
+    assert len(names) == len(grads) == 62 + 2 * mlp
     ours_grads = {key: grad.asnumpy() for (key, _), grad in zip(names, grads)}
     float32_grads = {
         key: p.grad.numpy() for key, p in reference.named_parameters() if key in ours_grads
     }
     exact_grads = {key: p.grad.numpy() for key, p in exact.named_parameters() if key in ours_grads}
-    assert len(exact_grads) == 62 and all(np.abs(g).max() > 0 for g in exact_grads.values())
+    assert len(exact_grads) == 62 + 2 * mlp and all(
+        np.abs(g).max() > 0 for g in exact_grads.values()
+    )
     diff, key = worst(
         ours_grads,
         exact_grads,
