@@ -14,7 +14,7 @@ from src.data import (
     test_transforms,
 )
 from src.data.loaders import augmentation_seed, two_view_dataset, view_decisions
-from src.data.transforms import JITTER, crop, finish_views, resize
+from src.data.transforms import CROP_SCALE_V2, JITTER, crop, finish_views, resize
 
 CIFAR10 = get_dataset_spec("cifar10")
 MEAN = np.array(CIFAR10.mean, dtype=np.float32)
@@ -131,3 +131,11 @@ def test_eval_dataset_returns_every_image_in_order(tiny_cifar100):
 def test_eval_dataset_rejects_a_bad_batch_size():
     with pytest.raises(DatasetError, match="batch_size must be a positive integer"):
         create_eval_dataset(tiny_split(8), CIFAR10.mean, CIFAR10.std, 0)
+
+
+def test_aug_plus_crop_scale_reaches_the_views():
+    """MoCo v2's crops cover at least ~20% of the image (rounded sides), the v1 crops down to 8%."""
+    v1, _ = view_decisions(4000, 32, 32, 0, 1)
+    v2, _ = view_decisions(4000, 32, 32, 0, 1, CROP_SCALE_V2)
+    area = {name: boxes[:, 2] * boxes[:, 3] / 1024 for name, boxes in (("v1", v1), ("v2", v2))}
+    assert area["v2"].min() > 0.17 and (area["v1"] < 0.17).mean() > 0.05

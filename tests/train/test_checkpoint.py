@@ -9,6 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from src.eval.evaluate import restore_encoder
 from src.models import MoCo
 from src.train import checkpoint as ckpt
 from src.train.step import MoCoTrainStep, create_optimizer
@@ -23,7 +24,7 @@ def config(**overrides):
 def build(seed=0, **overrides):
     args = config(**overrides)
     ms.set_seed(seed)
-    model = MoCo(dim=args.moco_dim, K=args.moco_k, bn_splits=args.bn_splits, seed=seed)
+    model = MoCo(args.moco_dim, args.moco_k, bn_splits=args.bn_splits, seed=seed, mlp=args.mlp)
     return MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), args
 
 
@@ -54,6 +55,19 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
         ckpt.load_checkpoint(build(moco_k=64)[0], path, config(moco_k=64))
     with pytest.raises(ckpt.CheckpointError, match="bn_splits"):
         ckpt.load_checkpoint(build(bn_splits=2)[0], path, config(bn_splits=2))
+    with pytest.raises(ckpt.CheckpointError, match="mlp"):
+        ckpt.load_checkpoint(build(mlp=True)[0], path, config(mlp=True))
+
+
+def test_mlp_head_is_recorded_and_restored(tmp_path):
+    step, args = build(mlp=True)
+    path = str(tmp_path / "v2.ckpt")
+    ckpt.save_checkpoint(step, path, 2, args)
+    encoder, settings = restore_encoder(path)
+    assert settings["mlp"] is True and len(encoder.net[-1]) == 3  # Dense, ReLU, Dense
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    step.model.encoder_q.set_train(False)
+    np.testing.assert_array_equal(encoder(x).asnumpy(), step.model.encoder_q(x).asnumpy())
 
 
 def test_shape_mismatch_names_the_tensors(tmp_path):
@@ -103,4 +117,5 @@ def test_entries_are_those_earlier_versions_wrote(tmp_path):
         name: value if isinstance(value, str) else list(value.shape)
         for name, value in ms.load_checkpoint(path).items()
     }
+    assert written.pop("mlp") == []  # the one entry added since (MoCo v2's head), a scalar
     assert written == expected
