@@ -1,5 +1,6 @@
 """Data-parallel runs launched by ``msrun``: this process's rank and the group's size."""
 
+import functools
 import os
 import signal
 import socket
@@ -104,6 +105,11 @@ def shard_indices(length: int, group: Group) -> np.ndarray:
     return np.minimum(np.arange(group.rank * block, (group.rank + 1) * block), length - 1)
 
 
+@functools.cache
+def _all_gather() -> nn.Cell:
+    return _AllGather()  # one cell: graph mode compiles each new cell
+
+
 class _AllGather(nn.Cell):
     def __init__(self):
         super().__init__()
@@ -117,7 +123,7 @@ def gather_shards(shard: np.ndarray, length: int, group: Group) -> np.ndarray:
     """Undoes :func:`shard_indices`: the blocks of every device, in order, ``length`` rows."""
     if group.size == 1:
         return shard[:length]
-    return _AllGather()(ms.Tensor(shard)).asnumpy()[:length]
+    return _all_gather()(ms.Tensor(shard)).asnumpy()[:length]
 
 
 def main_text(text: str, group: Group, max_bytes: int = 4096) -> str:
