@@ -31,6 +31,21 @@ class DatasetError(Exception):
 
 
 @dataclass(frozen=True)
+class Archive:
+    """A data set's archive: where to fetch it, its md5, the folder it extracts to (inside the
+    data root) and the files that folder must hold."""
+
+    url: str
+    md5: str
+    folder: str
+    files: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where to find and fetch one CIFAR variant, how to read it, and its normalisation."""
 
@@ -53,6 +68,10 @@ class DatasetSpec:
     @property
     def files(self) -> tuple[str, ...]:
         return self.train_files + self.test_files + (self.meta_file,)
+
+    @property
+    def archive(self) -> Archive:
+        return Archive(self.url, self.archive_md5, self.folder, self.files)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -96,7 +115,8 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 @dataclass
 class CifarSplit:
-    """One split in memory: uint8 (N, 32, 32, 3) RGB images, int labels indexing ``classes``."""
+    """One split: uint8 (N, H, W, 3) RGB images (32x32 CIFAR, 96x96 STL-10), int labels
+    indexing ``classes`` (-1: unlabeled)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -197,15 +217,7 @@ def load_cifar(name: str, root: str | os.PathLike, split="train", download=False
     spec = get_dataset_spec(name)
     if split not in ("train", "test"):
         raise DatasetError(f"unknown split {split!r}: use 'train' or 'test'")
-    root = Path(root)
-    folder = root / spec.folder
-    if download:
-        download_cifar(name, root)  # a no-op when the folder is complete
-    elif not folder.is_dir():
-        raise DatasetError(
-            f"{spec.folder} not found in {root}: pass --download, "
-            f"or extract {spec.archive_name} there"
-        )
+    folder = require_folder(spec.archive, root, download)
     meta, key = folder / spec.meta_file, spec.class_names_key
     names = _unpickle(meta, key)[key]
     if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes:
@@ -229,75 +241,110 @@ def load_splits(
     return train.subset(train_subset or len(train)), test.subset(test_subset or len(test))
 
 
+def require_folder(archive: Archive, root: str | os.PathLike, download: bool) -> Path:
+    """The folder of ``archive`` in ``root``: fetched and extracted first if ``download`` (a
+    no-op when complete), else a DatasetError saying how to get it if it is missing."""
+    root = Path(root)
+    if download:
+        download_archive(archive, root)
+    elif not (root / archive.folder).is_dir():
+        raise DatasetError(
+            f"{archive.folder} not found in {root}: pass --download, "
+            f"or extract {archive.name} there"
+        )
+    return root / archive.folder
+
+
 def download_cifar(name: str, root: str | os.PathLike, url=None, md5=None, timeout=60.0) -> Path:
-    """Fetches (any urllib URL, e.g. ``file://``) or reuses the archive in ``root``, checks its
-    md5 and extracts it safely and atomically. A no-op if the folder is complete; returns it.
-    """
-    spec = get_dataset_spec(name)
-    url, md5, root = url or spec.url, md5 or spec.archive_md5, Path(root)
-    folder = root / spec.folder
-    if all((folder / name).is_file() for name in spec.files):
-        return folder
+    """:func:`download_archive` of CIFAR-10/100 (``url`` and ``md5`` override the official ones)."""
+    return download_archive(get_dataset_spec(name).archive, root, url, md5, timeout)
+
+
+def _fetch(url: str, archive: Path, md5: str, timeout: float) -> None:
+    """Downloads ``url`` to ``archive`` through a ``.part`` file, so no half archive remains."""
+    logger.info("downloading %s to %s", url, archive)
+    partial = archive.with_name(archive.name + ".part")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DatasetError(f"cannot create {root} ({error}): pass a writable --data-dir") from None
-    archive = root / spec.archive_name
-    fetched = not archive.is_file()
-    if fetched:
-        logger.info("downloading %s to %s", url, archive)
-        partial = archive.with_name(archive.name + ".part")
-        try:
-            with urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out)
-            os.replace(partial, archive)
-        except (OSError, ValueError, http.client.HTTPException) as error:
-            raise DatasetError(
-                f"cannot download {url} ({error}): fetch it another way and put "
-                f"{spec.archive_name} (md5 {md5}) in {root}"
-            ) from None
-        finally:
-            partial.unlink(missing_ok=True)
+        with urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+        os.replace(partial, archive)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise DatasetError(
+            f"cannot download {url} ({error}): fetch it another way and put "
+            f"{archive.name} (md5 {md5}) in {archive.parent}"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _check_md5(archive: Path, md5: str, fetched: bool) -> None:
+    """DatasetError if ``archive`` has another md5; a ``fetched`` one is then deleted."""
     digest = hashlib.md5()
     with open(archive, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):  # 1 MiB at a time
             digest.update(chunk)
     got = digest.hexdigest()
     if got != md5:
-        fix = f"it was not used, replace it with the official {spec.archive_name}"
+        fix = f"it was not used, replace it with the official {archive.name}"
         if fetched:
             archive.unlink(missing_ok=True)
             fix = "it was deleted, pass --download to retry"
         raise DatasetError(f"{archive} has md5 {got}, expected {md5}: {fix}")
-    # Extracts to a staging folder first; the data filter refuses absolute or ../ paths, links
-    # leaving the folder and devices.
+
+
+def download_archive(
+    archive: Archive, root: str | os.PathLike, url=None, md5=None, timeout=60.0
+) -> Path:
+    """Fetches (any urllib URL, e.g. ``file://``) or reuses the archive in ``root``, checks its
+    md5 and extracts it safely and atomically. A no-op if the folder is complete; returns it.
+    """
+    url, md5, root = url or archive.url, md5 or archive.md5, Path(root)
+    folder = root / archive.folder
+    if all((folder / name).is_file() for name in archive.files):
+        return folder
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"cannot create {root} ({error}): pass a writable --data-dir") from None
+    path = root / archive.name
+    fetched = not path.is_file()
+    if fetched:
+        _fetch(url, path, md5, timeout)
+    _check_md5(path, md5, fetched)
+    _extract(path, archive)
+    return folder
+
+
+def _extract(path: Path, archive: Archive) -> None:
+    """Extracts to a staging folder, then moves the checked folder in place. The data filter
+    refuses absolute or ../ paths, links leaving the folder and devices."""
+    root = path.parent
     if not hasattr(tarfile, "data_filter"):
         raise DatasetError(
-            f"this Python cannot extract {archive} safely (no tarfile data filter): "
+            f"this Python cannot extract {path} safely (no tarfile data filter): "
             f"extract it by hand in {root}, or use Python >= 3.11.4"
         )
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
     try:
         try:
-            with tarfile.open(archive, "r:*") as tar:
+            with tarfile.open(path, "r:*") as tar:
                 tar.extractall(staging, filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
             detail = str(error).partition("\n")[0].rstrip(":")  # ReadError lists every method
             raise DatasetError(
-                f"cannot extract {archive} ({type(error).__name__}: {detail}): "
+                f"cannot extract {path} ({type(error).__name__}: {detail}): "
                 f"delete it and pass --download again"
             ) from None
-        extracted = staging / spec.folder
-        missing = [name for name in spec.files if not (extracted / name).is_file()]
+        extracted = staging / archive.folder
+        missing = [name for name in archive.files if not (extracted / name).is_file()]
         if missing:
             raise DatasetError(
-                f"{archive} lacks {spec.folder}/{', '.join(missing)}: "
-                f"replace it with the official {spec.archive_name}"
+                f"{path} lacks {archive.folder}/{', '.join(missing)}: "
+                f"replace it with the official {archive.name}"
             )
-        target = root / spec.folder
+        target = root / archive.folder
         if target.exists():
             shutil.rmtree(target)  # an incomplete earlier extraction
         os.replace(extracted, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder
