@@ -289,7 +289,8 @@ def convert_pth_to_ckpt(
     if epoch is None:
         epoch = 0 if bare else checkpoint.get("epoch", 0)
     splits = DEFAULT_BN_SPLITS if bn_splits is None else bn_splits
-    meta = dict(epoch=int(epoch), **config, bn_splits=int(splits), symmetric=bool(symmetric))
+    values = dict(config, bn_splits=int(splits), symmetric=bool(symmetric))
+    meta = {"epoch": int(epoch), **{key: values[key] for key in MODEL_KEYS}}
     data = [{"name": n, "data": ms.Tensor(np.asarray(entries[n], order="C"))} for n in schema]
     write_atomically(out_path, lambda tmp: ms.save_checkpoint(data, tmp, append_dict=meta))
     return meta

@@ -96,7 +96,10 @@ def test_infer_model_config_reads_shapes_and_blocks():
     for stage, blocks in zip(cv.STAGES, (2, 2, 2, 2)):
         for block in range(blocks):
             state[f"encoder_q.net.{stage}.{block}.conv1.weight"] = np.zeros(1)
-    assert cv.infer_model_config(state) == {"arch": "resnet18", "moco_dim": DIM, "moco_k": K}
+    expected = {"arch": "resnet18", "moco_dim": DIM, "moco_k": K, "mlp": False}
+    assert cv.infer_model_config(state) == expected
+    mlp_state = {**state, "encoder_q.net.9.0.weight": np.zeros((512, 512))}  # MoCo v2's head
+    assert cv.infer_model_config(mlp_state) == {**expected, "mlp": True}
     state["encoder_q.net.5.2.conv1.weight"] = np.zeros(1)
     with pytest.raises(cv.ConversionError, match=r"\(2, 2, 3, 2\) blocks per stage"):
         cv.infer_model_config(state)
