@@ -60,18 +60,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         validate_group(args, group.size)
         args.results_dir = main_text(args.results_dir, group)  # one timestamped default
         if group.size > 1:
-            logger.info("rank %d of %d: pid %d", group.rank, group.size, os.getpid())
+            n, pid = args.batch_size // group.size, os.getpid()
+            logger.info(
+                "rank %d of %d: pid %d, %d images of each step", group.rank, group.size, pid, n
+            )
         if group.is_main:
             prepare_results_dir(args)
             setup_logging(os.path.join(args.results_dir, "train.log"))
         else:
             logger.setLevel(logging.WARNING)  # one console report: the main device's
-        if group.size > 1:
-            logger.info(
-                "data parallel on %d devices: %d images each per step",
-                group.size,
-                args.batch_size // group.size,
-            )
         args.resume = resolve_resume(args)  # after saving the config: it keeps "auto"
         ms.set_seed(args.seed)
         train, test = load_splits(

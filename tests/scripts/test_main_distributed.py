@@ -40,7 +40,9 @@ def test_only_rank_0_writes_and_reports(two_workers):
     assert [row["epoch"] for row in read_log(results)] == ["0", "1", "2"]
     assert "epoch 2/2" in worker_log(logs, 0) and "Train [2/2]" in worker_log(logs, 0)
     assert "epoch 2/2" not in worker_log(logs, 1) and "Train [" not in worker_log(logs, 1)
-    assert "data parallel on 2 devices: 8 images each per step" in worker_log(logs, 0)
+    assert "rank 0 of 2: pid" in worker_log(logs, 0) and "8 images of each step" in worker_log(
+        logs, 0
+    )
 
 
 def test_monitor_equals_one_device_knn_of_the_same_weights(two_workers):
@@ -64,7 +66,7 @@ def test_killed_worker_ends_the_job_and_resume_matches(two_workers, data_root, t
     output = proc.stdout + proc.stderr
     print(f"killed job ended after {seconds:.0f} s with {proc.returncode}")
     assert proc.returncode != 0 and seconds < KILL_BOUND
-    pid = re.search(r"rank 1 of 2: pid (\d+)", worker_log(logs, 1)).group(1)
+    pid = re.search(r"rank 1 of 2: pid (\d+),", worker_log(logs, 1)).group(1)
     assert f"Worker process {pid} exit with exception. Error code: -9" in output
     assert int(checkpoint_arrays(os.path.join(results, "model_last.ckpt"))["epoch"]) == 1
 
