@@ -42,7 +42,7 @@ _OPTIONS: list[Any] = [
     ("--moco-k", int, 4096, "queue size; number of negative keys"),
     ("--moco-m", float, 0.99, "momentum of the key encoder update"),
     ("--moco-t", float, 0.1, "softmax temperature"),
-    ("--bn-splits", int, 8, "BatchNorm splits simulating multi-device BN; 1 is SyncBN-like"),
+    ("--bn-splits", int, 8, "BatchNorm groups per device (shuffle BN on one device)"),
     ("--symmetric", bool, False, "symmetric loss that backprops to both crops"),
     ("--mlp", bool, False, "MoCo v2: MLP projection head (512-512-moco_dim, ReLU)"),
     ("--aug-plus", bool, False, "MoCo v2 augmentation: crop scale (0.2, 1); no blur at 32 px"),
