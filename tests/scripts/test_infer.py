@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import mindspore as ms
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import yaml
 
 import infer
-from helpers import CIFAR10_CLASSES, REPO_ROOT
+from helpers import CIFAR10_CLASSES, run_main
 from src.eval import evaluate
 
 
@@ -19,22 +17,8 @@ from src.eval import evaluate
 def knn_run(trained):
     """infer.py as a user runs it: a new process, graph mode (the training config's)."""
     data_root, checkpoint = trained
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "infer.py",
-            "--checkpoint",
-            checkpoint,
-            "--data-dir",
-            data_root,
-            "--batch_size",
-            "16",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    args = ["--checkpoint", checkpoint, "--data-dir", data_root, "--batch_size", "16"]
+    proc = run_main(args, timeout=900, script="infer.py")
     return proc, os.path.join(os.path.dirname(checkpoint), "eval_knn.json")
 
 
