@@ -1,4 +1,4 @@
-"""Unsupervised MoCo training on CIFAR-10/100 with a kNN monitor.
+"""Unsupervised MoCo training (CIFAR-10/100, STL-10, a folder of images) with a kNN monitor.
 
 python main.py --config configs/cifar10.yaml --device_target GPU
 msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --join=True main.py --distribute ...
@@ -14,7 +14,7 @@ from typing import Optional
 import mindspore as ms
 
 from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, validate_group
-from src.data import DatasetError, load_splits
+from src.data import DatasetError, load_data
 from src.eval.features import KnnMonitor
 from src.models import create_moco
 from src.train.checkpoint import CHECKPOINT_NAME, CheckpointError
@@ -71,34 +71,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.setLevel(logging.WARNING)  # one console report: the main device's
         args.resume = resolve_resume(args)  # after saving the config: it keeps "auto"
         ms.set_seed(args.seed)
-        train, test = load_splits(
-            args.dataset, args.data_dir, args.train_subset, args.test_subset, download=args.download
-        )
-        logger.info(
-            "%s: %d train / %d test images, %d classes",
-            args.dataset,
-            len(train),
-            len(test),
-            train.num_classes,
-        )
-        if len(train) < args.batch_size:
+        data = load_data(
+            args.dataset, args.data_dir, args.train_subset, args.test_subset, args.download,
+            args.image_size, args.val_split, args.skip_bad_images,
+        )  # fmt: skip
+        pretrain, bank, queries = data
+        if len(pretrain) < args.batch_size:
             raise ConfigError(
                 f"batch_size {args.batch_size} is larger than the training set "
-                f"({len(train)} images)"
+                f"({len(pretrain)} images)"
             )
+        monitored = queries is not None and bank.num_classes > 0
+        logger.info(
+            "%s: %d images to train on; kNN monitor: %s", args.dataset, len(pretrain),
+            f"{len(bank)} bank / {len(queries)} test images, {bank.num_classes} classes"
+            if monitored else "off (needs labelled train and val images)",
+        )  # fmt: skip
         model = create_moco(args, group)
         train_step = MoCoTrainStep(model, create_optimizer(model, args.lr, args.wd))
-        monitor = KnnMonitor(
-            model.encoder_q,
-            train,
-            test,
-            args.dataset,
-            args.knn_k,
-            args.knn_t,
-            args.workers,
-            group=group,
-        )
-        fit(train_step, train, args, monitor, group)
+        monitor = None
+        if monitored:
+            monitor = KnnMonitor(
+                model.encoder_q, bank, queries, args.dataset, args.knn_k, args.knn_t,
+                args.workers, args.image_size, group=group,
+            )  # fmt: skip
+        fit(train_step, pretrain, args, monitor, group)
         logger.info("done: results in %s", args.results_dir)
     except NonFiniteLossError as err:
         logger.error("error: %s; stopped, the last good checkpoint (if any) is kept", err)

@@ -12,24 +12,30 @@ from typing import Any, Optional
 
 import yaml
 
+from .data.datasets import DATASET_INFO
 from .eval.features import EVAL_BATCH_SIZE
-from .models.resnet import ARCHS
+from .models.resnet import ARCHS, STEMS
 
 CONFIG_NAME = "config.yaml"  # the resolved options, as main.py saves them in its results folder
-_DATASETS = ["cifar10", "cifar100"]
+_DATASETS = list(DATASET_INFO)
+LARGE_IMAGE = 64  # from this --image-size up, --stem auto picks the ImageNet stem
 _DEVICES = ["CPU", "GPU", "Ascend"]
 _THEIRS = " (default: the training config's)"
 # Group titles and (flags, type, default, help[, choices]); bool: --X/--no-X, list: nargs="*".
 _OPTIONS: list[Any] = [
     "data",
     ("--dataset", str, "cifar10", "dataset to train on", _DATASETS),
-    ("--data-dir", str, "./data", "folder holding the dataset"),
+    ("--data-dir", str, "./data", "folder holding the dataset (--dataset folder: the images)"),
     ("--download", bool, False, "download the dataset into --data-dir if missing"),
+    ("--image-size", int, 0, "side of the training crops; 0: the dataset's (96 STL-10, else 32)"),
+    ("--val-split", float, 0.0, "--dataset folder without val/: hold out this fraction per class"),
+    ("--skip-bad-images", bool, False, "--dataset folder: skip unreadable images (with a count)"),
     ("--workers", int, 1, "data pipeline workers"),
     ("--train-subset", int, 0, "if > 0, train on only the first N training images"),
     ("--test-subset", int, 0, "if > 0, monitor kNN on only the first N test images"),
     "optimisation",
     ("-a --arch", str, "resnet18", "backbone name", sorted(ARCHS)),
+    ("--stem", str, "auto", f"auto: imagenet from --image-size {LARGE_IMAGE}", ["auto", *STEMS]),
     ("--lr --learning-rate", float, 0.06, "initial learning rate (0.06 for batch 512)"),
     ("--epochs", int, 200, "number of training epochs"),
     ("--schedule", int, [120, 160], "epochs at which lr drops 10x; ignored with --cos"),
@@ -45,7 +51,7 @@ _OPTIONS: list[Any] = [
     ("--bn-splits", int, 8, "BatchNorm groups per device (shuffle BN on one device)"),
     ("--symmetric", bool, False, "symmetric loss that backprops to both crops"),
     ("--mlp", bool, False, "MoCo v2: MLP projection head (512-512-moco_dim, ReLU)"),
-    ("--aug-plus", bool, False, "MoCo v2 augmentation: crop scale (0.2, 1); no blur at 32 px"),
+    ("--aug-plus", bool, False, "MoCo v2 augmentation: crop scale (0.2, 1), blur from 64 px"),
     "knn monitor",
     ("--knn-k", int, 200, "k of the kNN monitor"),
     ("--knn-t", float, 0.1, "softmax temperature of the kNN monitor"),
@@ -67,6 +73,8 @@ _EVAL_OPTIONS: list[Any] = [  # None: set by resolve_evaluation_args
     ("--mode", int, None, "0 = GRAPH, 1 = PYNATIVE" + _THEIRS, [0, 1]),
     ("--batch_size --batch-size", int, EVAL_BATCH_SIZE, "images per batch (default: %(default)s)"),
     ("--workers", int, None, "data pipeline workers" + _THEIRS),
+    ("--val-split", float, None, "--dataset folder: held-out fraction" + _THEIRS),
+    ("--skip-bad-images", bool, None, "--dataset folder: skip unreadable images" + _THEIRS),
     ("--train-subset", int, 0, "if > 0, use first N train images (default: all, not the run's)"),
     ("--test-subset", int, 0, "if > 0, use only the first N test images (default: all)"),
 ]
@@ -133,7 +141,8 @@ def resolve_evaluation_args(args: argparse.Namespace) -> argparse.Namespace:
     training = load_config_file(path) if args.config or os.path.isfile(path) else {}
     training = {str(key).replace("-", "_"): value for key, value in training.items()}
     defaults = create_parser()
-    for dest in ("dataset", "data_dir", "device_target", "mode", "workers", "knn_k", "knn_t"):
+    read = "dataset data_dir device_target mode workers knn_k knn_t val_split skip_bad_images"
+    for dest in read.split():
         if getattr(args, dest, 0) is None:
             setattr(args, dest, training.get(dest, defaults.get_default(dest)))
     positive = "batch_size workers knn_k knn_t linear_epochs linear_lr linear_batch_size"
@@ -205,7 +214,8 @@ def default_results_dir(now: Optional[datetime] = None) -> str:
 def validate_config(args: argparse.Namespace) -> None:
     """Checks that the options can run; ConfigError lists each invalid value, one per line."""
     positive = "batch_size epochs moco_k moco_dim bn_splits knn_k workers moco_t knn_t lr"
-    errors = _range_errors(args, positive, "knn_interval train_subset test_subset max_steps wd")
+    non_negative = "knn_interval train_subset test_subset max_steps wd image_size"
+    errors = _range_errors(args, positive, non_negative)
     add, steps = errors.append, list(args.schedule)
     bs, k, bn = args.batch_size, args.moco_k, args.bn_splits
     if not 0.0 <= args.moco_m < 1.0:
@@ -220,6 +230,10 @@ def validate_config(args: argparse.Namespace) -> None:
     if bs > 0 and bn > 0 and bs % bn:
         fit = f"e.g. --bn-splits {max(d for d in range(1, bn + 1) if bs % d == 0)}"
         add(f"batch_size {bs} is not a multiple of bn-splits {bn}: BN needs equal splits, {fit}")
+    if not 0 <= args.val_split < 1:
+        add(f"val-split must be in (0, 1), or 0 for none; got {args.val_split}")
+    if args.dataset != "folder" and (args.val_split or args.skip_bad_images):
+        add("val-split and skip-bad-images apply to --dataset folder only")
     if 0 < args.train_subset < bs:  # the last incomplete batch is dropped
         add(f"train-subset {args.train_subset} is smaller than batch_size {bs}: no full batch")
     if errors:
@@ -248,6 +262,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if not args.results_dir:
         resuming = args.resume and args.resume != "auto"
         args.results_dir = os.path.dirname(args.resume) if resuming else default_results_dir()
+    args.image_size = args.image_size or DATASET_INFO[args.dataset].image_size
+    if args.stem == "auto":
+        args.stem = "imagenet" if args.image_size >= LARGE_IMAGE else "cifar"
     validate_config(args)
     return args
 

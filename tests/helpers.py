@@ -1,4 +1,5 @@
-"""Test helpers: tiny CIFAR data sets written in the official on-disk format, main.py runs."""
+"""Test helpers: tiny CIFAR, STL-10 and image-folder data sets written in the real on-disk
+formats, main.py runs."""
 
 import colorsys
 import csv
@@ -17,6 +18,9 @@ import numpy as np
 import pytest
 
 from src.data.cifar import get_dataset_spec
+from src.data.stl10 import IMAGE_BYTES, STL10
+
+STL10_CLASSES = "airplane bird car cat deer dog horse monkey ship truck".split()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
@@ -89,6 +93,57 @@ def fake_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) 
         pixels += rng.normal(0.0, 0.05, size=pixels.shape)
         images[index] = np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
     return images
+
+
+def stl10_bytes(images: np.ndarray) -> bytes:
+    """STL-10 bytes written from the format's description: per image the R, G, B planes, each
+    column-major, i.e. pixel (r, c, k) at byte k * 96 * 96 + c * 96 + r."""
+    r, c, k = np.indices((96, 96, 3))
+    raw = np.empty((len(images), IMAGE_BYTES), np.uint8)
+    raw[:, (k * 96 * 96 + c * 96 + r).ravel()] = images.reshape(len(images), -1)
+    return raw.tobytes()
+
+
+def write_stl10(root: Path, images: dict, labels: dict) -> Path:
+    """A stl10_binary folder in ``root``: ``images[split]`` (N, 96, 96, 3) uint8 for train, test
+    and unlabeled, ``labels[split]`` 1..10 as on disk for train and test; returns ``root``."""
+    folder = root / STL10.folder
+    folder.mkdir(parents=True)
+    for split, array in images.items():
+        (folder / f"{split}_X.bin").write_bytes(stl10_bytes(array))
+    for split, values in labels.items():
+        (folder / f"{split}_y.bin").write_bytes(bytes(list(values)))
+    (folder / "class_names.txt").write_text("\n".join(STL10_CLASSES) + "\n")
+    return root
+
+
+def write_fake_stl10(root: Path, sizes=(("train", 20), ("test", 10), ("unlabeled", 32))) -> Path:
+    """Tiny STL-10 of ``fake_images`` (upscaled to 96x96), 10 classes, in the binary format."""
+    rng, images, labels = np.random.default_rng(0), {}, {}
+    for split, n in sizes:
+        classes = np.arange(n) % 10
+        images[split] = fake_images(classes, 10, rng).repeat(3, axis=1).repeat(3, axis=2)
+        if split != "unlabeled":
+            labels[split] = classes + 1
+    return write_stl10(root, images, labels)
+
+
+def write_image_folder(root: Path, counts: dict, classes=3, seed=0) -> Path:
+    """An ImageFolder of ``fake_images``: for each ``counts`` sub-folder (e.g. ``train``,
+    ``val``; "" for ``root`` itself) that many PNG and JPEG files of mixed sizes, per class
+    sub-folder ``class_<c>``, or flat if ``classes`` is 0."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        labels = np.arange(n) % max(classes, 1)
+        for i, (label, image) in enumerate(zip(labels, fake_images(labels, max(classes, 1), rng))):
+            folder = root / split / (f"class_{label}" if classes else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            size = (32 + 8 * (i % 3), 40 - 4 * (i % 2))  # not square, not 32x32
+            suffix = ".jpg" if i % 4 == 3 else ".png"
+            Image.fromarray(image).resize(size).save(folder / f"{i:03d}{suffix}")
+    return root
 
 
 def hwc_to_planar_rows(images: np.ndarray) -> np.ndarray:

@@ -56,6 +56,10 @@ DEFAULTS = {
     "train_subset": 0,
     "test_subset": 0,
     "max_steps": 0,
+    "image_size": 0,  # 0: the dataset's, resolved by parse_args (as "auto" below)
+    "stem": "auto",
+    "val_split": 0.0,
+    "skip_bad_images": False,
 }
 
 
@@ -79,9 +83,37 @@ def test_parser_defaults_equal_the_table():
 def test_parse_args_without_flags_keeps_defaults_and_timestamps_results_dir():
     args = vars(parse_args([]))
     assert re.fullmatch(r"\./cache-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-moco", args.pop("results_dir"))
-    expected = dict(DEFAULTS)
+    expected = dict(DEFAULTS, image_size=32, stem="cifar")  # CIFAR's
     expected.pop("results_dir")
     assert args == expected
+
+
+@pytest.mark.parametrize(
+    "flags, size, stem",
+    [
+        (["--dataset", "stl10"], 96, "imagenet"),
+        (["--dataset", "stl10", "--image-size", "32"], 32, "cifar"),
+        (["--dataset", "stl10", "--stem", "cifar"], 96, "cifar"),
+        (["--dataset", "folder", "--image-size", "64"], 64, "imagenet"),
+        (["--dataset", "cifar100", "--stem", "imagenet"], 32, "imagenet"),
+    ],
+)
+def test_image_size_and_stem_resolve_from_the_dataset(flags, size, stem):
+    args = parse_args(flags)
+    assert (args.image_size, args.stem) == (size, stem)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--val-split", "0.1"], "val-split and skip-bad-images apply to --dataset folder only"),
+        (["--dataset", "folder", "--val-split", "1"], "val-split must be in"),
+        (["--image-size", "-8"], "image-size must be >= 0, got -8"),
+    ],
+)
+def test_folder_options_are_checked(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args(flags)
 
 
 def test_default_results_dir_format():
@@ -449,6 +481,8 @@ def test_evaluation_arguments_defaults():
         "mode": None,
         "batch_size": EVAL_BATCH_SIZE,
         "workers": None,
+        "val_split": None,
+        "skip_bad_images": None,
         "train_subset": 0,
         "test_subset": 0,
         "no_cache": False,

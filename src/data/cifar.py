@@ -15,7 +15,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.request import urlopen
 
 import numpy as np
@@ -133,6 +133,16 @@ class CifarSplit:
         return CifarSplit(self.images[:size], self.labels[:size], self.classes)
 
 
+class Splits(NamedTuple):
+    """The three roles of a dataset in MoCo: ``pretrain`` (what the encoder trains on), ``bank``
+    (the labelled kNN memory bank / linear-probe train set) and ``queries`` (evaluated on; None
+    if the dataset has no labelled held-out images). CIFAR: train, train, test."""
+
+    pretrain: CifarSplit
+    bank: CifarSplit
+    queries: CifarSplit | None
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Resolves only the numpy globals of the official files, so no pickled code can run."""
 
@@ -228,17 +238,6 @@ def load_cifar(name: str, root: str | os.PathLike, split="train", download=False
     rows = np.concatenate([data for data, _ in batches])
     labels = np.concatenate([batch_labels for _, batch_labels in batches])
     return CifarSplit(planar_rows_to_hwc(rows), labels, [str(_text(n)) for n in names])
-
-
-def load_splits(
-    dataset: str, data_dir: str | os.PathLike, train_subset=0, test_subset=0, download=False
-) -> tuple[CifarSplit, CifarSplit]:
-    """Loads (train, test), each cut to its first ``*_subset`` images (0 = all)."""
-    if train_subset < 0 or test_subset < 0:
-        raise DatasetError(f"subsets must be >= 0 (0 = all), got {train_subset}, {test_subset}")
-    train = load_cifar(dataset, data_dir, "train", download=download)
-    test = load_cifar(dataset, data_dir, "test")
-    return train.subset(train_subset or len(train)), test.subset(test_subset or len(test))
 
 
 def require_folder(archive: Archive, root: str | os.PathLike, download: bool) -> Path:

@@ -16,10 +16,12 @@ import numpy as np
 from .cifar import CifarSplit, DatasetError
 from .transforms import (
     CROP_SCALE,
+    CROP_SIZE,
     colour_jitter,
     crop,
     finish_views,
     resize,
+    sample_blur,
     sample_crop_boxes,
     sample_view_decisions,
     test_transforms,
@@ -32,6 +34,7 @@ EVAL_COLUMNS = ("image", "label")
 _MINDSPORE_UNSET_SEED = 5489
 _AUGMENTATION_STREAM = 1  # distinguishes the augmentation seed from the order seed
 _DECISION_STREAM = 2  # and the views' decisions
+_BLUR_STREAM = 3  # and their blur (its own stream: the other draws stay those without blur)
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
@@ -53,6 +56,11 @@ def view_decisions(
     rng = np.random.default_rng([seed, epoch, _DECISION_STREAM])
     boxes = sample_crop_boxes(rng, num_views, height, width, crop_scale)
     return boxes, sample_view_decisions(rng, num_views)
+
+
+def view_blur(num_views: int, seed: int, epoch: int) -> np.ndarray:
+    """Blur sigma (0: none) of one epoch's views, float32 (num_views,), a pure function."""
+    return sample_blur(np.random.default_rng([seed, epoch, _BLUR_STREAM]), num_views)
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -134,13 +142,15 @@ def create_train_dataset(
     rank: int = 0,
     world: int = 1,
     crop_scale: Sequence[float] = CROP_SCALE,
+    image_size: int = CROP_SIZE,
+    blur: bool = False,
 ) -> ds.Dataset:
     """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
-    float32 (B, 3, 32, 32); on ``world`` devices this one's B / world rows of each (same crops
-    and decisions as on one device). Sets MindSpore's global dataset seed (and reseeds ``random``
-    and ``numpy.random``), read when the iterator is created: iterate before anything else sets
-    one. Determinism holds for a fixed ``workers`` (checked with 1). ``crop_scale``: the crop's
-    area range (``CROP_SCALE_V2`` for MoCo v2's augmentation).
+    float32 (B, 3, S, S), S = ``image_size``; on ``world`` devices this one's B / world rows of
+    each (same crops and decisions as on one device). Sets MindSpore's global dataset seed (and
+    reseeds ``random`` and ``numpy.random``), read when the iterator is created: iterate before
+    anything else sets one. Determinism holds for a fixed ``workers`` (checked with 1).
+    ``crop_scale``: the crop's area range (``CROP_SCALE_V2`` for MoCo v2); ``blur``: v2's blur.
     """
     _check_int(batch_size, "batch_size", 1)
     _check_int(seed, "seed", 0)
@@ -154,20 +164,24 @@ def create_train_dataset(
         raise DatasetError(f"batch_size {batch_size} does not split evenly over {world} devices")
     images, order = split.images, epoch_order(len(split), seed, epoch)
     boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch, crop_scale)
+    sigma = view_blur(2 * len(order), seed, epoch) if blur else np.zeros(2 * len(order), np.float32)
     positions = shard_positions(len(order), batch_size, rank, world)
     ds.config.set_seed(augmentation_seed(seed, epoch, rank))
 
     def row(i: int) -> tuple:  # view i % 2 of the device's image i // 2, cropped
         view = 2 * positions[i // 2] + i % 2
-        return crop(images[order[view // 2]], boxes[view]), decisions[view]
+        return crop(images[order[view // 2]], boxes[view]), decisions[view], sigma[view]
 
-    def finish(plain, jittered, decided):
-        return _split_interleaved_views(finish_views(plain, jittered, decided, mean, std))
+    def finish(plain, jittered, decided, blurred):
+        views = finish_views(plain, jittered, decided, mean, std, blurred if blur else None)
+        return _split_interleaved_views(views)
 
     # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
     # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
-    dataset = _dataset(2 * len(positions), row, ["image", "decisions"])
-    dataset = dataset.map([resize()], input_columns=["image"], num_parallel_workers=workers)
+    dataset = _dataset(2 * len(positions), row, ["image", "decisions", "sigma"])
+    dataset = dataset.map(
+        [resize(image_size)], input_columns=["image"], num_parallel_workers=workers
+    )
     dataset = dataset.map(
         [transforms.Duplicate()], input_columns=["image"], output_columns=["image", "jittered"]
     )
@@ -177,21 +191,28 @@ def create_train_dataset(
     dataset = dataset.batch(2 * batch_size // world, drop_remainder=True)
     return dataset.map(
         finish,
-        input_columns=["image", "jittered", "decisions"],
+        input_columns=["image", "jittered", "decisions", "sigma"],
         output_columns=list(TRAIN_COLUMNS),
     )
 
 
 def create_eval_dataset(
-    split: CifarSplit, mean: Sequence[float], std: Sequence[float], batch_size: int, workers=1
+    split: CifarSplit,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    workers=1,
+    image_size: int | None = None,
 ) -> ds.Dataset:
-    """Every image of ``split`` once, in order: ``image`` float32 (B, 3, 32, 32), ``label`` int32;
-    the last batch may be smaller.
+    """Every image of ``split`` once, in order: ``image`` float32 (B, 3, S, S), ``label`` int32;
+    the last batch may be smaller. Images are resized (bilinear) to S = ``image_size`` if given
+    and not their size already.
     """
     _check_int(batch_size, "batch_size", 1)
     images, labels = split.images, split.labels
+    ops = test_transforms(mean, std)
+    if image_size is not None and images.shape[1:3] != (image_size, image_size):
+        ops = [resize(image_size), *ops]
     dataset = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), EVAL_COLUMNS)
-    dataset = dataset.map(
-        test_transforms(mean, std), input_columns=["image"], num_parallel_workers=workers
-    )
+    dataset = dataset.map(ops, input_columns=["image"], num_parallel_workers=workers)
     return dataset.batch(batch_size, drop_remainder=False)

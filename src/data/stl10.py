@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from .cifar import (
     Archive,
     CifarSplit,
     DatasetError,
+    Splits,
     _bad_file,
     download_archive,
     require_folder,
@@ -38,15 +39,6 @@ STL10 = Archive(
     ),
 )
 T = TypeVar("T")
-
-
-class Stl10Splits(NamedTuple):
-    """The three roles of STL-10 in MoCo: ``pretrain`` (unlabeled, memory-mapped), ``bank``
-    (train: the kNN memory bank) and ``queries`` (test); a tuple, so it unpacks too."""
-
-    pretrain: CifarSplit
-    bank: CifarSplit
-    queries: CifarSplit
 
 
 def stl10_to_hwc(raw: np.ndarray) -> np.ndarray:
@@ -108,10 +100,10 @@ def load_stl10(root: str | os.PathLike, split="train", download=False) -> CifarS
     return CifarSplit(np.ascontiguousarray(images), labels, classes)
 
 
-def load_stl10_splits(root: str | os.PathLike, download=False) -> Stl10Splits:
+def load_stl10_splits(root: str | os.PathLike, download=False) -> Splits:
     """(pretrain, bank, queries) = the unlabeled, train and test splits of :func:`load_stl10`."""
     pretrain = load_stl10(root, "unlabeled", download)  # downloads once, if asked
-    return Stl10Splits(pretrain, load_stl10(root, "train"), load_stl10(root, "test"))
+    return Splits(pretrain, load_stl10(root, "train"), load_stl10(root, "test"))
 
 
 def download_stl10(root: str | os.PathLike, url=None, md5=None, timeout=60.0) -> Path:

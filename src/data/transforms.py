@@ -15,7 +15,10 @@ import numpy as np
 
 CROP_SIZE = 32
 CROP_SCALE = (0.08, 1.0)
-CROP_SCALE_V2 = (0.2, 1.0)  # MoCo v2's --aug-plus (its Gaussian blur is left out at 32 px)
+CROP_SCALE_V2 = (0.2, 1.0)  # MoCo v2's --aug-plus, with its Gaussian blur from BLUR_MIN_SIZE up
+BLUR_PROB = 0.5
+BLUR_SIGMA = (0.1, 2.0)  # pixels, as MoCo v2's GaussianBlur([.1, 2.])
+BLUR_MIN_SIZE = 64  # at 32 px a sigma of 2 is 6% of the width: blur is left out (README)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_TRIES = 10
 FLIP_PROB = 0.5
@@ -76,6 +79,13 @@ def sample_view_decisions(rng: np.random.Generator, n: int) -> np.ndarray:
     return (rng.random((n, 3)) < probabilities).astype(np.uint8)
 
 
+def sample_blur(rng: np.random.Generator, n: int) -> np.ndarray:
+    """MoCo v2's blur of ``n`` views, float32 (n,): sigma uniform in ``BLUR_SIGMA`` with
+    probability ``BLUR_PROB``, else 0 (no blur)."""
+    applied = rng.random(n) < BLUR_PROB
+    return np.where(applied, rng.uniform(*BLUR_SIGMA, size=n), 0.0).astype(np.float32)
+
+
 def sample_jitter(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) draws for ``n`` views: factors (n, 4) of
     brightness, contrast, saturation (uniform in [0.6, 1.4]) and hue (uniform in [-0.1, 0.1]),
@@ -93,9 +103,9 @@ def crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(image[top : top + height, left : left + width])
 
 
-def resize() -> vision.Resize:
-    """The bilinear resize of a crop to ``CROP_SIZE`` x ``CROP_SIZE`` (RandomResizedCrop's)."""
-    return vision.Resize((CROP_SIZE, CROP_SIZE), vision.Inter.BILINEAR)
+def resize(size: int = CROP_SIZE) -> vision.Resize:
+    """The bilinear resize of a crop to ``size`` x ``size`` (RandomResizedCrop's)."""
+    return vision.Resize((size, size), vision.Inter.BILINEAR)
 
 
 def colour_jitter() -> vision.RandomColorAdjust:
@@ -116,24 +126,50 @@ def grey(images: np.ndarray) -> np.ndarray:
     return np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
 
 
+def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) images, image i blurred by a Gaussian of ``sigma[i]`` pixels (0: kept):
+    separable, truncated at 3 sigma, edges extended as Pillow's GaussianBlur, rounded."""
+    out, chosen = images.copy(), np.flatnonzero(sigma > 0)
+    if not len(chosen):
+        return out
+    radius = math.ceil(3 * float(sigma[chosen].max()))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernels = np.exp(-0.5 * (offsets / sigma[chosen, None].astype(np.float32)) ** 2)
+    kernels = (kernels / kernels.sum(axis=1, keepdims=True))[:, :, None, None, None]
+    x = images[chosen].astype(np.float32)
+    for axis in (1, 2):  # rows, then columns
+        pad = [(0, 0)] * 4
+        pad[axis] = (radius, radius)
+        padded, length = np.pad(x, pad, mode="edge"), x.shape[axis]
+        taps = (padded[:, j : j + length] if axis == 1 else padded[:, :, j : j + length]
+                for j in range(2 * radius + 1))  # fmt: skip
+        x = sum(kernels[:, j] * tap for j, tap in enumerate(taps))
+    out[chosen] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
+
+
 def finish_views(
     plain: np.ndarray,
     jittered: np.ndarray,
     decisions: np.ndarray,
     mean: Sequence[float],
     std: Sequence[float],
+    sigma: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resized views, uint8 (N, H, W, 3), to normalised float32 (N, 3, H, W) as ``decisions`` say.
 
     Per view: ``jittered`` or ``plain`` (``JITTER``), mirrored (``FLIP``), grey (``GRAYSCALE``),
-    then ``(x / 255 - mean) / std``. Mirroring after the jitter equals torchvision's order (flip,
-    then jitter): the adjustments act per pixel but for contrast's mean, which a flip keeps.
+    blurred by ``sigma`` (if given), then ``(x / 255 - mean) / std``. Mirroring after the jitter
+    equals torchvision's order (flip, then jitter): the adjustments act per pixel but for
+    contrast's mean, which a flip keeps; a Gaussian blur is mirror-symmetric too.
     """
     decisions = np.asarray(decisions).astype(bool)
     views = np.where(decisions[:, JITTER, None, None, None], jittered, plain)
     flip, grayscale = decisions[:, FLIP], decisions[:, GRAYSCALE]
     views[flip] = views[flip, :, ::-1]
     views[grayscale] = grey(views[grayscale])
+    if sigma is not None:
+        views = gaussian_blur(views, np.asarray(sigma))
     # A table per channel of the 256 values, computed as vision.Rescale then vision.Normalize.
     levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
     mean, std = np.asarray(mean, np.float32)[:, None], np.asarray(std, np.float32)[:, None]

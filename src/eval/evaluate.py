@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import nn
 
-from ..data import CifarSplit, create_eval_dataset, get_dataset_spec, load_splits
+from ..data import CifarSplit, DatasetError, create_eval_dataset, dataset_info, load_data
 from ..models import create_backbone
 from ..train.checkpoint import (
     CheckpointError,
@@ -49,25 +49,29 @@ def restore_encoder(checkpoint: str) -> tuple[nn.Cell, dict]:
     if missing:
         raise CheckpointError(f"checkpoint {checkpoint} does not record {', '.join(missing)}")
     encoder = create_backbone(
-        settings["arch"], settings["moco_dim"], settings["bn_splits"], settings.get("mlp", False)
-    )
+        settings["arch"], settings["moco_dim"], settings["bn_splits"], settings["mlp"],
+        settings["stem"],
+    )  # fmt: skip
     load_checkpoint(encoder, checkpoint, prefix="encoder_q.", saved=saved)
     encoder.set_train(False)
     return encoder, settings
 
 
-def _split_features(network, split: CifarSplit, name: str, args, cache, logger):
-    """``(features, loaded)`` of one split, from the cache if it holds them."""
-    spec = get_dataset_spec(args.dataset)
+def _split_features(network, split: CifarSplit, name: str, args, size: int, cache, logger):
+    """``(features, loaded)`` of one split at ``size`` pixels, from the cache if it holds them."""
+    info = dataset_info(args.dataset)
 
     def extract():
-        dataset = create_eval_dataset(split, spec.mean, spec.std, args.batch_size, args.workers)
+        dataset = create_eval_dataset(
+            split, info.mean, info.std, args.batch_size, args.workers, size
+        )
         return extract_features(network, dataset, args.batch_size, f"Features [{name}]")
 
     if cache is None:
         return extract(), False
     data = split_digest(split.images, split.labels)
-    key = cache.key(name, dataset=args.dataset, images=len(split), data=data, transform="test")
+    transform = "test" if split.images.shape[1] == size else f"test-{size}"
+    key = cache.key(name, dataset=args.dataset, images=len(split), data=data, transform=transform)
     entry = f"{args.dataset}-{name}-{len(split)}"
     features, loaded = cache.get_or_compute(entry, key, extract)
     if loaded:
@@ -79,19 +83,29 @@ def load_features(args: argparse.Namespace, logger: logging.Logger) -> Features:
     """Restores ``args.checkpoint``'s encoder_q and gets the features of both splits.
 
     ``args``: checkpoint, dataset, data_dir, train_subset, test_subset, batch_size, workers,
-    no_cache.
+    no_cache, val_split, skip_bad_images. The splits are the bank (train) and the queries.
     """
     encoder, settings = restore_encoder(args.checkpoint)
     epoch = settings.get("epoch", 0)
     logger.info("%s: epoch %d, %s, moco-dim %d", args.checkpoint, epoch, settings["arch"],
                 settings["moco_dim"])  # fmt: skip
-    train, test = load_splits(args.dataset, args.data_dir, args.train_subset, args.test_subset)
+    size = settings["image_size"]
+    _, train, test = load_data(
+        args.dataset, args.data_dir, args.train_subset, args.test_subset, image_size=size,
+        val_split=args.val_split, skip_bad_images=args.skip_bad_images,
+    )  # fmt: skip
+    if test is None or train.num_classes == 0:
+        raise DatasetError(
+            f"{args.data_dir} has no labelled train and val images to evaluate on: use class "
+            "sub-folders and a val/ folder, or --val-split FRACTION"
+        )
     folder = os.path.dirname(os.path.abspath(args.checkpoint))
     cache = None if args.no_cache else FeatureCache(folder, args.checkpoint)
     network = BackboneAndEmbedding(encoder)  # one cell for both splits: compiled once
     start = time.perf_counter()
-    train_features, train_cached = _split_features(network, train, "train", args, cache, logger)
-    test_features, test_cached = _split_features(network, test, "test", args, cache, logger)
+    train_features, train_cached = _split_features(network, train, "train", args, size, cache,
+                                                   logger)  # fmt: skip
+    test_features, test_cached = _split_features(network, test, "test", args, size, cache, logger)
     seconds = time.perf_counter() - start
     cached = train_cached and test_cached
     return Features(epoch, train, test, train_features, test_features, cached, seconds)

@@ -5,7 +5,7 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from ..data import CifarSplit, create_eval_dataset, get_dataset_spec
+from ..data import CifarSplit, create_eval_dataset, dataset_info
 from ..utils.distributed import ONE_DEVICE, Group, gather_shards, shard_indices
 from ..utils.progress import Progress
 from .knn import knn_predict, l2_normalize
@@ -77,18 +77,20 @@ class KnnMonitor:
         k: int,
         t: float,
         workers: int = 1,
+        image_size: int | None = None,
         batch_size: int = EVAL_BATCH_SIZE,
         group: Group = ONE_DEVICE,
     ):
         self.network, self.group = BackboneAndEmbedding(encoder), group
         self.train, self.test, self.k, self.t = train, test, k, t
-        self.spec, self.workers, self.batch_size = get_dataset_spec(dataset), workers, batch_size
+        self.info, self.workers, self.batch_size = dataset_info(dataset), workers, batch_size
+        self.image_size = image_size
 
     def _embedding(self, split: CifarSplit, name: str) -> np.ndarray:
         index = shard_indices(len(split), self.group)
         shard = CifarSplit(split.images[index], split.labels[index], split.classes)
         dataset = create_eval_dataset(
-            shard, self.spec.mean, self.spec.std, self.batch_size, self.workers
+            shard, self.info.mean, self.info.std, self.batch_size, self.workers, self.image_size
         )
         features = extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
         return gather_shards(features["embedding"], len(split), self.group)

@@ -37,6 +37,7 @@ class MoCo(nn.Cell):
         seed: Seed of the random initial queue.
         group: The data-parallel devices, this one's rank.
         mlp: MoCo v2's MLP projection head on both encoders.
+        stem: The backbone's stem, ``"cifar"`` or ``"imagenet"`` (larger images).
     """
 
     def __init__(
@@ -51,13 +52,14 @@ class MoCo(nn.Cell):
         seed=0,
         group=ONE_DEVICE,
         mlp=False,
+        stem="cifar",
     ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
         self.rank, self.world = group.rank, group.size
         self.all_gather = ops.AllGather() if group.size > 1 else None
-        self.encoder_q = create_backbone(arch, dim, bn_splits, mlp)
-        self.encoder_k = create_backbone(arch, dim, bn_splits, mlp)
+        self.encoder_q = create_backbone(arch, dim, bn_splits, mlp, stem)
+        self.encoder_k = create_backbone(arch, dim, bn_splits, mlp, stem)
         # Only learnable weights follow encoder_q, not BN running statistics (as in the demo).
         self.params_q = ms.ParameterTuple(self.encoder_q.trainable_params())
         k_params = dict(self.encoder_k.parameters_and_names())
@@ -162,4 +164,5 @@ def create_moco(args, group: Group = ONE_DEVICE) -> MoCo:
         seed=args.seed,
         group=group,
         mlp=args.mlp,
+        stem=args.stem,
     )

@@ -36,6 +36,8 @@ QUEUE, QUEUE_PTR, MOMENTS = "queue", "queue_ptr", "moments."
 # The demo's recipe, for what a state_dict does not reveal.
 DEFAULT_BN_SPLITS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY = 8, 0.06, 0.9, 5e-4
 STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
+STEM_WEIGHT = "encoder_q.net.0.weight"
+IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's, or STL-10's
 _GIVEN_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")  # mlp: read off the tensors
 
 Schema = Mapping[str, tuple[int, ...]]
@@ -182,8 +184,8 @@ def mindspore_optimizer_to_torch(
 
 
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``arch``, ``moco_dim``, ``moco_k`` and ``mlp`` of a demo ``state_dict`` (blocks per stage,
-    queue, a two-layer head ``net.9.0`` / ``net.9.2`` as in MoCo v2)."""
+    """``arch``, ``moco_dim``, ``moco_k``, ``mlp`` and ``stem`` of a demo ``state_dict`` (blocks
+    per stage, queue, a two-layer head ``net.9.0`` / ``net.9.2`` as in MoCo v2, a 7x7 stem)."""
     if QUEUE not in state_dict or np.ndim(state_dict[QUEUE]) != 2:
         keys = ", ".join(sorted(state_dict)[:3])
         raise ConversionError(f"no 2-D 'queue' tensor: not a MoCo state_dict (keys {keys} ...)")
@@ -197,16 +199,17 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         known = ", ".join(f"{name} {tuple(layers)}" for name, layers in ARCHS.items())
         raise ConversionError(f"encoder_q has {blocks} blocks per stage, none of {known}")
     mlp = "encoder_q.net.9.0.weight" in state_dict
-    return {"arch": arch, "moco_dim": int(dim), "moco_k": int(k), "mlp": mlp}
+    stem = "imagenet" if np.shape(state_dict.get(STEM_WEIGHT, ()))[-1:] == (7,) else "cifar"
+    return {"arch": arch, "moco_dim": int(dim), "moco_k": int(k), "mlp": mlp, "stem": stem}
 
 
 @functools.lru_cache(maxsize=2)
-def model_schema(arch: str, moco_dim: int, moco_k: int, mlp: bool = False) -> Schema:
+def model_schema(arch: str, moco_dim: int, moco_k: int, mlp=False, stem="cifar") -> Schema:
     """``{name: shape}`` that ``save_checkpoint`` writes for a training step of such a model."""
     from ..models import MoCo
     from ..train.step import create_optimizer
 
-    model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=1, mlp=mlp)  # splits: only scratch
+    model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=1, mlp=mlp, stem=stem)
     optimizer = create_optimizer(model, DEFAULT_LR, DEFAULT_WEIGHT_DECAY)
     params = [p for cell in (model, optimizer) for p in cell.get_parameters()]
     return MappingProxyType({p.name: p.shape for p in params if SCRATCH_PREFIX not in p.name})
@@ -289,7 +292,8 @@ def convert_pth_to_ckpt(
     if epoch is None:
         epoch = 0 if bare else checkpoint.get("epoch", 0)
     splits = DEFAULT_BN_SPLITS if bn_splits is None else bn_splits
-    values = dict(config, bn_splits=int(splits), symmetric=bool(symmetric))
+    image_size = IMAGE_SIZES[config["stem"]]
+    values = dict(config, bn_splits=int(splits), symmetric=bool(symmetric), image_size=image_size)
     meta = {"epoch": int(epoch), **{key: values[key] for key in MODEL_KEYS}}
     data = [{"name": n, "data": ms.Tensor(np.asarray(entries[n], order="C"))} for n in schema]
     write_atomically(out_path, lambda tmp: ms.save_checkpoint(data, tmp, append_dict=meta))

@@ -1,8 +1,9 @@
 """Exports a checkpoint's encoder_q as MindIR, ONNX or a torchvision ResNet state_dict (.pth).
 
-The graphs map N x 3 x 32 x 32 float32 images, normalised as the test transform does, to the
-pooled 512-d features (``--with-head``: the fc output). MindIR takes any N unless ``--batch-size``
-fixes it; ONNX a fixed N (default 1), as MindSpore 2.10 gives ONNX outputs the traced N.
+The graphs map N x 3 x S x S float32 images (S: the checkpoint's image size, 32 on CIFAR),
+normalised as the test transform does, to the pooled 512-d features (``--with-head``: the fc
+output). MindIR takes any N unless ``--batch-size`` fixes it; ONNX a fixed N (default 1), as
+MindSpore 2.10 gives ONNX outputs the traced N.
 """
 
 import argparse
@@ -20,7 +21,6 @@ from ..train.checkpoint import CheckpointError
 from .convert_pytorch import STAGES, ConversionError, import_torch, write_atomically
 from .convert_pytorch import mindspore_state_to_torch as demo_state
 
-IMAGE_SHAPE = (3, 32, 32)
 TORCHVISION_MODULES = {"0": "conv1", "1": "bn1", "9": "fc"}  # the demo's ``net.N`` (ours too)
 TORCHVISION_MODULES.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
 
@@ -48,11 +48,11 @@ class ExportedEncoder(nn.Cell):
         return self.encoder(x) if self.with_head else self.encoder.forward_features(x)
 
 
-def graph_input(batch_size: Optional[int]) -> ms.Tensor:
-    """What a graph is traced with: ``batch_size`` x 3 x 32 x 32 float32 (None: any batch)."""
+def graph_input(batch_size: Optional[int], size: int = 32) -> ms.Tensor:
+    """What a graph is traced with: ``batch_size`` x 3 x size x size float32 (None: any batch)."""
     if batch_size is None:
-        return ms.Tensor(shape=(None, *IMAGE_SHAPE), dtype=ms.float32)
-    return ms.Tensor(np.zeros((batch_size, *IMAGE_SHAPE), np.float32))
+        return ms.Tensor(shape=(None, 3, size, size), dtype=ms.float32)
+    return ms.Tensor(np.zeros((batch_size, 3, size, size), np.float32))
 
 
 def torchvision_state(encoder: nn.Cell, with_head: bool = False) -> dict[str, np.ndarray]:
@@ -68,18 +68,18 @@ def torchvision_state(encoder: nn.Cell, with_head: bool = False) -> dict[str, np
 Writer = Callable[[str], object]
 
 
-def _mindir(encoder: nn.Cell, with_head: bool, batch_size: Optional[int]) -> Writer:
-    net, x = ExportedEncoder(encoder, with_head), graph_input(batch_size)
+def _mindir(encoder: nn.Cell, with_head: bool, batch_size: Optional[int], size: int) -> Writer:
+    net, x = ExportedEncoder(encoder, with_head), graph_input(batch_size, size)
     return lambda path: ms.export(net, x, file_name=path, file_format="MINDIR")
 
 
-def _onnx(encoder: nn.Cell, with_head: bool, batch_size: Optional[int]) -> Writer:
-    net, x = ExportedEncoder(encoder, with_head), graph_input(batch_size or 1)
+def _onnx(encoder: nn.Cell, with_head: bool, batch_size: Optional[int], size: int) -> Writer:
+    net, x = ExportedEncoder(encoder, with_head), graph_input(batch_size or 1, size)
     names = dict(input_names=["images"], output_names=["embedding" if with_head else "features"])
     return lambda path: ms.onnx.export(net, x, file_name=path, **names)
 
 
-def _pth(encoder: nn.Cell, with_head: bool, batch_size: Optional[int]) -> Writer:
+def _pth(encoder: nn.Cell, with_head: bool, batch_size: Optional[int], size: int) -> Writer:
     torch = import_torch()
     state = {k: torch.from_numpy(v) for k, v in torchvision_state(encoder, with_head).items()}
     return lambda path: torch.save(state, path)
@@ -113,7 +113,8 @@ def export(
     checkpoint's settings. Raises ConversionError or CheckpointError."""
     _check_request(out, fmt, batch_size)
     encoder, settings = restore_encoder(checkpoint)
-    write_atomically(out, FORMATS[fmt][1](encoder, with_head, batch_size))
+    writer = FORMATS[fmt][1](encoder, with_head, batch_size, settings["image_size"])
+    write_atomically(out, writer)
     return settings
 
 

@@ -13,7 +13,9 @@ from ..utils.io import atomic_write
 
 CHECKPOINT_NAME = "model_last.ckpt"
 # Recorded in every checkpoint; a resume with other values would not fit the model.
-MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "mlp")
+MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "mlp", "stem", "image_size")
+# What a checkpoint written before a key existed was trained with.
+_EARLIER_DEFAULTS = {"mlp": False, "stem": "cifar", "image_size": 32}
 
 
 class CheckpointError(RuntimeError):
@@ -60,8 +62,10 @@ def _scalar(value):
 
 
 def checkpoint_settings(saved: dict) -> dict:
-    """The epoch and model settings (``MODEL_KEYS``) a read checkpoint records."""
-    return {key: _scalar(saved[key]) for key in ("epoch", *MODEL_KEYS) if key in saved}
+    """The epoch and model settings (``MODEL_KEYS``) a read checkpoint records; keys added
+    later have the value that older checkpoints were trained with."""
+    recorded = {key: _scalar(saved[key]) for key in ("epoch", *MODEL_KEYS) if key in saved}
+    return {**_EARLIER_DEFAULTS, **recorded}
 
 
 def load_checkpoint(

@@ -11,8 +11,8 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from ..data import CifarSplit, create_train_dataset, get_dataset_spec
-from ..data.transforms import CROP_SCALE, CROP_SCALE_V2
+from ..data import CifarSplit, create_train_dataset, dataset_info
+from ..data.transforms import BLUR_MIN_SIZE, CROP_SCALE, CROP_SCALE_V2
 from ..utils import faults
 from ..utils.distributed import ONE_DEVICE, Group
 from ..utils.progress import Progress, logger
@@ -119,7 +119,8 @@ def fit(
     Every device of ``group`` trains on its shard of each batch and runs the monitor; only the
     main one writes.
     """
-    spec = get_dataset_spec(args.dataset)
+    info = dataset_info(args.dataset)
+    blur = args.aug_plus and args.image_size >= BLUR_MIN_SIZE  # see BLUR_MIN_SIZE
     log_path = os.path.join(args.results_dir, LOG_NAME)
     checkpoint_path = os.path.join(args.results_dir, CHECKPOINT_NAME)
     start_epoch = 1
@@ -141,8 +142,8 @@ def fit(
         set_learning_rate(train_step.optimizer, lr)
         dataset = create_train_dataset(
             train_split,
-            spec.mean,
-            spec.std,
+            info.mean,
+            info.std,
             args.batch_size,
             args.seed,
             epoch,
@@ -150,6 +151,8 @@ def fit(
             group.rank,
             group.size,
             CROP_SCALE_V2 if args.aug_plus else CROP_SCALE,
+            args.image_size,
+            blur,
         )
         loss, seconds = train_one_epoch(
             train_step, dataset, epoch, args.epochs, lr, args.seed, args.batch_size, args.max_steps

@@ -29,7 +29,7 @@ from src.data import (
     download_cifar,
     get_dataset_spec,
     load_cifar,
-    load_splits,
+    load_data,
 )
 from src.data.cifar import planar_rows_to_hwc
 
@@ -125,15 +125,15 @@ def test_split_subset_and_size(tiny_cifar10):
     assert len(split.subset(1000)) == 32
 
 
-def test_load_splits_cuts_each_split_and_zero_means_all(tiny_cifar10):
-    train, test = load_splits("cifar10", str(tiny_cifar10), train_subset=20, test_subset=7)
-    assert (len(train), len(test)) == (20, 7)
-    full_train, full_test = load_splits("cifar10", tiny_cifar10)
+def test_load_data_cuts_each_split_and_zero_means_all(tiny_cifar10):
+    pretrain, train, test = load_data("cifar10", str(tiny_cifar10), train_subset=20, test_subset=7)
+    assert (len(train), len(test)) == (20, 7) and pretrain is train
+    _, full_train, full_test = load_data("cifar10", tiny_cifar10)
     assert (len(full_train), len(full_test)) == (64, 32)
     assert np.array_equal(full_train.images[:20], train.images)
     assert np.array_equal(full_test.labels[:7], test.labels)
     with pytest.raises(DatasetError, match="subsets must be >= 0"):
-        load_splits("cifar10", tiny_cifar10, test_subset=-1)
+        load_data("cifar10", tiny_cifar10, test_subset=-1)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,13 @@ from src.data import (
     load_cifar,
     test_transforms,
 )
-from src.data.loaders import augmentation_seed, two_view_dataset, view_decisions
-from src.data.transforms import CROP_SCALE_V2, JITTER, crop, finish_views, resize
+from src.data.loaders import augmentation_seed, two_view_dataset, view_blur, view_decisions
+from src.data.transforms import CROP_SCALE_V2, FLIP, JITTER, crop, finish_views, resize
 
 CIFAR10 = get_dataset_spec("cifar10")
 MEAN = np.array(CIFAR10.mean, dtype=np.float32)
 STD = np.array(CIFAR10.std, dtype=np.float32)
+EVAL = ("image", "label")
 
 
 def batches(dataset, columns):
@@ -139,3 +140,53 @@ def test_aug_plus_crop_scale_reaches_the_views():
     v2, _ = view_decisions(4000, 32, 32, 0, 1, CROP_SCALE_V2)
     area = {name: boxes[:, 2] * boxes[:, 3] / 1024 for name, boxes in (("v1", v1), ("v2", v2))}
     assert area["v2"].min() > 0.17 and (area["v1"] < 0.17).mean() > 0.05
+
+
+def test_views_at_another_image_size_and_eval_resize():
+    """96-pixel images (STL-10) train at --image-size 48: crops resized to 48; eval resizes the
+    whole image to 48 as the train crops' resize does."""
+    split = CifarSplit(tiny_split(16).images.repeat(3, 1).repeat(3, 2), np.zeros(16), ["0"])
+    dataset = create_train_dataset(split, MEAN, STD, 8, 0, 1, image_size=48)
+    assert batches(dataset, ("im_1",))[0][0].shape == (8, 3, 48, 48)
+    (image, _), *_ = batches(
+        create_eval_dataset(split, CIFAR10.mean, CIFAR10.std, 16, image_size=48), EVAL
+    )
+    resized = np.stack([resize(48)(view) for view in split.images])
+    expected = ((resized / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(image, expected, atol=1e-5)
+
+
+def test_blur_changes_exactly_the_views_it_draws():
+    """MoCo v2's blur: views with sigma 0 are those without it; from sigma 0.5 (a neighbour's
+    weight 13%) a view is changed and smoother (below, a weight < 1e-4 may round away)."""
+    split = CifarSplit(tiny_split(16).images.repeat(2, 1).repeat(2, 2), np.zeros(16), ["0"])
+
+    def views(blur):
+        dataset = create_train_dataset(split, MEAN, STD, 16, 5, 2, image_size=64, blur=blur)
+        (im_1, im_2), *_ = batches(dataset, ("im_1", "im_2"))
+        return np.stack([im_1, im_2], axis=1).reshape(32, 3, 64, 64)  # view order of the epoch
+
+    plain, blurred = views(False), views(True)
+    sigma = view_blur(32, 5, 2)
+    unchanged = np.array([np.array_equal(a, b) for a, b in zip(plain, blurred)])
+    assert unchanged[sigma == 0].all() and not unchanged[sigma > 0.5].any()
+    roughness = lambda v: np.abs(np.diff(v, axis=-1)).mean(axis=(1, 2, 3))  # noqa: E731
+    assert (roughness(blurred[sigma > 0.5]) < roughness(plain[sigma > 0.5])).all()
+
+
+def test_blur_draws_are_moco_v2s():
+    """p 0.5 (4 binomial standard deviations: +-0.0063 over 100,000 views), sigma uniform on
+    [0.1, 2] (Kolmogorov-Smirnov D < 0.0061, the 1% critical value for 50,000 draws), and
+    independent of the flip (2x2 chi-square < 6.63, the 1% critical value of 1 dof)."""
+    n = 100_000
+    sigma = view_blur(n, 0, 1)
+    applied = sigma > 0
+    assert abs(applied.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+    drawn = np.sort(sigma[applied])
+    uniform = (drawn - 0.1) / 1.9
+    ks = np.max(np.abs(uniform - np.arange(1, len(drawn) + 1) / len(drawn)))
+    assert drawn.min() >= 0.1 and drawn.max() <= 2.0 and ks < 1.63 / np.sqrt(len(drawn))
+    flip = view_decisions(n, 32, 32, 0, 1)[1][:, FLIP].astype(bool)
+    table = np.array([[np.sum(applied & f), np.sum(~applied & f)] for f in (flip, ~flip)])
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    assert ((table - expected) ** 2 / expected).sum() < 6.63

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import STL10_CLASSES as CLASSES
+from helpers import write_stl10
 from src.data import DatasetError, download_stl10, load_stl10, load_stl10_splits
 from src.data import stl10 as stl10_module
 from src.data.stl10 import IMAGE_BYTES, STL10
 
-CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 SIZES = {"train": 6, "test": 4, "unlabeled": 5}
 FIRST_IMAGE = {"train": 0, "test": 6, "unlabeled": 10}  # so every image differs
 DISK_LABELS = {"train": [1, 10, 3, 5, 2, 7], "test": [4, 10, 1, 9]}  # 1..10 on disk
@@ -30,30 +31,14 @@ def pattern(split: str) -> np.ndarray:
     return ((FIRST_IMAGE[split] + i) * 17 + r + 3 * c + 101 * k).astype(np.uint8)
 
 
-def encode(images: np.ndarray) -> bytes:
-    """STL-10 bytes written from the format's description: per image the R, G, B planes, each
-    column-major, i.e. pixel (r, c, k) at byte k * 96 * 96 + c * 96 + r."""
-    r, c, k = np.indices((96, 96, 3))
-    raw = np.empty((len(images), IMAGE_BYTES), np.uint8)
-    raw[:, (k * 96 * 96 + c * 96 + r).ravel()] = images.reshape(len(images), -1)
-    return raw.tobytes()
-
-
-def write_stl10(root: Path) -> Path:
-    """Writes a tiny stl10_binary folder (6 train, 4 test, 5 unlabeled images) in ``root``."""
-    folder = root / STL10.folder
-    folder.mkdir(parents=True)
-    for split in SIZES:
-        (folder / f"{split}_X.bin").write_bytes(encode(pattern(split)))
-    for split, labels in DISK_LABELS.items():
-        (folder / f"{split}_y.bin").write_bytes(bytes(labels))
-    (folder / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
-    return root
+def write_patterns(root: Path) -> Path:
+    """A tiny stl10_binary folder (6 train, 4 test, 5 unlabeled images) in ``root``."""
+    return write_stl10(root, {split: pattern(split) for split in SIZES}, DISK_LABELS)
 
 
 @pytest.fixture
 def root(tmp_path):
-    return write_stl10(tmp_path / "data")
+    return write_patterns(tmp_path / "data")
 
 
 def md5_of(path: Path) -> str:
@@ -169,7 +154,7 @@ def test_class_names_need_ten_lines(root, names):
 @pytest.fixture
 def archive(tmp_path):
     """A tiny stl10_binary.tar.gz in a mirror folder, and its md5."""
-    source = write_stl10(tmp_path / "source")
+    source = write_patterns(tmp_path / "source")
     path = tmp_path / "mirror" / "stl10_binary.tar.gz"
     path.parent.mkdir()
     with tarfile.open(path, "w:gz") as tar:
@@ -207,7 +192,7 @@ def test_downloaded_archive_with_wrong_md5_is_deleted(tmp_path, archive):
 
 
 def test_archive_without_the_unlabeled_images_is_rejected(tmp_path):
-    source = write_stl10(tmp_path / "source")
+    source = write_patterns(tmp_path / "source")
     (source / STL10.folder / "unlabeled_X.bin").unlink()
     path = tmp_path / "stl10_binary.tar.gz"
     with tarfile.open(path, "w:gz") as tar:

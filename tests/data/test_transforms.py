@@ -13,6 +13,7 @@ from src.data.transforms import (
     adjust_colours,
     crop,
     finish_views,
+    gaussian_blur,
     grey,
     resize,
     sample_crop_boxes,
@@ -137,3 +138,24 @@ def test_finish_views_normalises_as_the_eval_transform():
     np.testing.assert_allclose(finished, np.stack([expected(i) for i in images]), atol=1e-6)
     flipped_grey = finish_views(images, images, [[1, 0, 1]] * 4, (0, 0, 0), (1 / 255,) * 3)
     np.testing.assert_allclose(flipped_grey, grey(images[:, :, ::-1]).transpose(0, 3, 1, 2))
+
+
+def test_gaussian_blur_is_the_2d_convolution_with_extended_edges():
+    """Against a direct float64 2-D convolution (outer product kernel, edge pixels repeated):
+    at most 1 grey level apart (float32 sums, then rounding); sigma 0 leaves an image as is."""
+    images = random_images(3)
+    sigma = np.array([0.0, 0.7, 2.0], np.float32)
+    out = gaussian_blur(images, sigma)
+    np.testing.assert_array_equal(out[0], images[0])
+    for image, s, blurred in zip(images[1:], sigma[1:], out[1:]):
+        radius = int(np.ceil(3 * 2.0))  # the batch's largest sigma sets the truncation
+        offsets = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 * (offsets / float(s)) ** 2)
+        kernel2d = np.outer(kernel, kernel) / kernel.sum() ** 2
+        padded = np.pad(image.astype(np.float64), [(radius, radius)] * 2 + [(0, 0)], "edge")
+        expected = sum(
+            kernel2d[i, j] * padded[i : i + 32, j : j + 32]
+            for i in range(2 * radius + 1)
+            for j in range(2 * radius + 1)
+        )
+        assert np.abs(blurred.astype(int) - np.rint(expected)).max() <= 1

@@ -96,10 +96,12 @@ def test_infer_model_config_reads_shapes_and_blocks():
     for stage, blocks in zip(cv.STAGES, (2, 2, 2, 2)):
         for block in range(blocks):
             state[f"encoder_q.net.{stage}.{block}.conv1.weight"] = np.zeros(1)
-    expected = {"arch": "resnet18", "moco_dim": DIM, "moco_k": K, "mlp": False}
+    expected = {"arch": "resnet18", "moco_dim": DIM, "moco_k": K, "mlp": False, "stem": "cifar"}
     assert cv.infer_model_config(state) == expected
     mlp_state = {**state, "encoder_q.net.9.0.weight": np.zeros((512, 512))}  # MoCo v2's head
     assert cv.infer_model_config(mlp_state) == {**expected, "mlp": True}
+    imagenet_stem = {**state, "encoder_q.net.0.weight": np.zeros((64, 3, 7, 7))}  # torchvision's
+    assert cv.infer_model_config(imagenet_stem) == {**expected, "stem": "imagenet"}
     state["encoder_q.net.5.2.conv1.weight"] = np.zeros(1)
     with pytest.raises(cv.ConversionError, match=r"\(2, 2, 3, 2\) blocks per stage"):
         cv.infer_model_config(state)
@@ -222,9 +224,8 @@ def _tiny_demo_checkpoint(path, epoch=5):
 
 
 def _config(**overrides):
-    values = dict(
-        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False, mlp=False
-    )
+    values = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False,
+                  mlp=False, stem="cifar", image_size=32)  # fmt: skip
     values.update(overrides)
     return SimpleNamespace(**values)
 

@@ -34,30 +34,38 @@ BN_VALUES = {
 }
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def write_checkpoint(folder, stem="cifar", image_size=32) -> str:
     """A MoCo training step's checkpoint (as main.py writes it) with random BatchNorms."""
-    model = MoCo(dim=DIM, K=K, bn_splits=SPLITS)
+    model = MoCo(dim=DIM, K=K, bn_splits=SPLITS, stem=stem)
     rng = np.random.default_rng(0)
     for param in model.encoder_q.get_parameters():
         leaf = param.name.rpartition(".")[2]
         if leaf in BN_VALUES:
             param.set_data(ms.Tensor(BN_VALUES[leaf](rng, param.shape).astype(np.float32)))
     settings = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False)
-    args = SimpleNamespace(**settings, mlp=False)
-    path = str(tmp_path_factory.mktemp("export") / "model.ckpt")
+    args = SimpleNamespace(**settings, mlp=False, stem=stem, image_size=image_size)
+    path = str(folder / "model.ckpt")
     save_checkpoint(MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), path, 7, args)
     return path
 
 
-@pytest.fixture(scope="module")
-def expected(checkpoint):
+def encoder_outputs(checkpoint, size=32):
     """Normalised images, and the restored encoder_q's pooled features and fc output on them."""
-    images = np.random.default_rng(1).standard_normal((BATCH, 3, 32, 32)).astype(np.float32)
+    images = np.random.default_rng(1).standard_normal((BATCH, 3, size, size)).astype(np.float32)
     network = BackboneAndEmbedding(restore_encoder(checkpoint)[0])
     features, embedding = (out.asnumpy() for out in network(ms.Tensor(images)))
     assert features.shape == (BATCH, 512) and embedding.shape == (BATCH, DIM)
     return images, features, embedding
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def expected(checkpoint):
+    return encoder_outputs(checkpoint)
 
 
 def test_mindir_has_any_batch_size_and_the_encoders_features(checkpoint, expected, tmp_path):
@@ -81,13 +89,15 @@ def test_onnx_with_head_runs_in_onnxruntime(checkpoint, expected, tmp_path):
     np.testing.assert_allclose(output, embedding, **TOLERANCE)
 
 
-def _torch_resnet(torch, state, head):
-    """The reference's torchvision-style ResNet with the demo's stem, ``state`` loaded strictly."""
+def _torch_resnet(torch, state, head, stem="cifar"):
+    """The reference's torchvision-style ResNet (with the demo's stem unless ``stem`` is
+    "imagenet"), ``state`` loaded strictly."""
     from equivalence.moco_torch import ARCHS, ResNet
 
     model = ResNet(ARCHS["resnet18"], num_classes=DIM)
-    model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = torch.nn.Identity()
+    if stem == "cifar":
+        model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = torch.nn.Identity()
     model.fc = model.fc if head else torch.nn.Identity()
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -110,6 +120,25 @@ def test_pth_backbone_loads_strictly_into_a_torchvision_resnet(checkpoint, expec
         output = fc(pooled)
     np.testing.assert_allclose(pooled.numpy(), features, **TOLERANCE)
     np.testing.assert_allclose(output.numpy(), embedding, **TOLERANCE)
+
+
+def test_imagenet_stem_exports_at_the_checkpoints_image_size(tmp_path):
+    """torchvision's own stem (7x7 stride 2, max-pool) on 64-pixel images: the MindIR takes
+    64x64 input and torchvision's ResNet computes the same features from the .pth."""
+    torch = pytest.importorskip("torch", reason="PyTorch (test-only dependency) is not installed")
+    checkpoint = write_checkpoint(tmp_path, stem="imagenet", image_size=64)
+    images, features, _ = encoder_outputs(checkpoint, size=64)
+    mindir, pth = str(tmp_path / "encoder.mindir"), str(tmp_path / "backbone.pth")
+    assert ex.main([checkpoint, mindir, "--format", "mindir"]) == 0
+    assert ex.main([checkpoint, pth, "--format", "pth-backbone"]) == 0
+    graph = nn.GraphCell(ms.load(mindir))
+    np.testing.assert_allclose(graph(ms.Tensor(images)).asnumpy(), features, **TOLERANCE)
+    state = torch.load(pth, weights_only=True)
+    assert tuple(state["conv1.weight"].shape) == (64, 3, 7, 7)
+    model = _torch_resnet(torch, state, head=False, stem="imagenet")
+    with torch.no_grad():
+        pooled = torch.nn.Sequential(*model.children())(torch.from_numpy(images)).flatten(1)
+    np.testing.assert_allclose(pooled.numpy(), features, **TOLERANCE)
 
 
 def _error_line(capsys):

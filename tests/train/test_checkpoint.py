@@ -16,7 +16,8 @@ from src.train.step import MoCoTrainStep, create_optimizer
 
 
 def config(**overrides):
-    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False, mlp=False)
+    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False, mlp=False,
+                  stem="cifar", image_size=32)  # fmt: skip
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -117,5 +118,6 @@ def test_entries_are_those_earlier_versions_wrote(tmp_path):
         name: value if isinstance(value, str) else list(value.shape)
         for name, value in ms.load_checkpoint(path).items()
     }
-    assert written.pop("mlp") == []  # the one entry added since (MoCo v2's head), a scalar
+    # The entries added since, scalars: MoCo v2's head, the stem and image size of other datasets
+    assert [written.pop(key) for key in ("mlp", "stem", "image_size")] == [[], "cifar", []]
     assert written == expected
