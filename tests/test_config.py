@@ -533,3 +533,7 @@ def test_shipped_configs_differ_only_where_named():
         path = str(CONFIGS_DIR / f"{dataset}_mocov2.yaml")
         v2 = parse_args(["--config", path, "--results-dir", "x"])
         assert vars(v2) == dict(vars(cifar10), dataset=dataset, config=path, **v2_changes)
+    path = str(CONFIGS_DIR / "stl10_mocov2.yaml")
+    stl10 = parse_args(["--config", path, "--results-dir", "x"])
+    at_96 = dict(dataset="stl10", image_size=96, stem="imagenet")
+    assert vars(stl10) == dict(vars(cifar10), config=path, **v2_changes, **at_96)
