@@ -19,7 +19,7 @@ from src.eval.features import KnnMonitor
 from src.models import create_moco
 from src.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from src.train.loop import NonFiniteLossError, fit
-from src.train.step import MoCoTrainStep, create_optimizer
+from src.train.step import create_train_step
 from src.utils.device import DeviceError, set_device
 from src.utils.distributed import init_distributed, is_scheduler, main_text
 from src.utils.progress import setup_logging
@@ -88,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if monitored else "off (needs labelled train and val images)",
         )  # fmt: skip
         model = create_moco(args, group)
-        train_step = MoCoTrainStep(model, create_optimizer(model, args.lr, args.wd))
+        train_step = create_train_step(model, args.lr, args.wd, args.amp_level)
         monitor = None
         if monitored:
             monitor = KnnMonitor(

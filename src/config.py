@@ -14,6 +14,7 @@ import yaml
 
 from .data.datasets import DATASET_INFO
 from .eval.features import EVAL_BATCH_SIZE
+from .models.precision import AMP_LEVELS
 from .models.resnet import ARCHS, STEMS
 
 CONFIG_NAME = "config.yaml"  # the resolved options, as main.py saves them in its results folder
@@ -61,6 +62,7 @@ _OPTIONS: list[Any] = [
     ("--results-dir", str, "", "output folder; empty means ./cache-<timestamp>-moco"),
     ("--device_target", str, "CPU", "MindSpore device", _DEVICES),
     ("--distribute", bool, False, "data-parallel on msrun's workers; --batch_size is global"),
+    ("--amp-level", str, "O0", "O0 float32; O1 float16 convs/fc; O2 float16 but BN", AMP_LEVELS),
     ("--mode", int, 0, "0 = GRAPH, 1 = PYNATIVE", [0, 1]),
     ("--seed", int, 0, "random seed"),
 ]

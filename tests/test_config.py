@@ -60,6 +60,7 @@ DEFAULTS = {
     "stem": "auto",
     "val_split": 0.0,
     "skip_bad_images": False,
+    "amp_level": "O0",
 }
 
 

@@ -27,7 +27,8 @@ class BackboneAndEmbedding(nn.Cell):
 
     def construct(self, x):
         features = self.encoder.forward_features(x)
-        return features, self.encoder.net[-1](features)
+        embedding = self.encoder.net[-1](features)
+        return features.astype(ms.float32), embedding.astype(ms.float32)  # float16 with AMP
 
 
 def _pad_batch(images: np.ndarray, batch_size: int) -> np.ndarray:

@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from ..utils.distributed import ONE_DEVICE, Group
+from .precision import apply_mixed_precision
 from .resnet import create_backbone
 
 
@@ -38,6 +39,8 @@ class MoCo(nn.Cell):
         group: The data-parallel devices, this one's rank.
         mlp: MoCo v2's MLP projection head on both encoders.
         stem: The backbone's stem, ``"cifar"`` or ``"imagenet"`` (larger images).
+        amp_level: Mixed precision of both encoders (``AMP_LEVELS``); features, logits and
+            loss stay float32.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class MoCo(nn.Cell):
         group=ONE_DEVICE,
         mlp=False,
         stem="cifar",
+        amp_level="O0",
     ):
         super().__init__()
         self.K, self.m, self.T, self.symmetric = K, m, T, symmetric
@@ -60,6 +64,8 @@ class MoCo(nn.Cell):
         self.all_gather = ops.AllGather() if group.size > 1 else None
         self.encoder_q = create_backbone(arch, dim, bn_splits, mlp, stem)
         self.encoder_k = create_backbone(arch, dim, bn_splits, mlp, stem)
+        for encoder in (self.encoder_q, self.encoder_k):
+            apply_mixed_precision(encoder, amp_level)
         # Only learnable weights follow encoder_q, not BN running statistics (as in the demo).
         self.params_q = ms.ParameterTuple(self.encoder_q.trainable_params())
         k_params = dict(self.encoder_k.parameters_and_names())
@@ -122,8 +128,8 @@ class MoCo(nn.Cell):
         Returns:
             ``(loss, k)``; the keys ``k`` are L2-normalised, N x C.
         """
-        q = _normalize(self.encoder_q(im_q))  # N x C
-        k = self.encoder_k(self._batch_shuffle(im_k, idx_shuffle))
+        q = _normalize(self.encoder_q(im_q).astype(ms.float32))  # N x C
+        k = self.encoder_k(self._batch_shuffle(im_k, idx_shuffle)).astype(ms.float32)
         k = ops.stop_gradient(self._batch_unshuffle(_normalize(k), idx_shuffle))  # N x C
 
         l_pos = (q * k).sum(axis=1, keepdims=True)  # N x 1
@@ -165,4 +171,5 @@ def create_moco(args, group: Group = ONE_DEVICE) -> MoCo:
         group=group,
         mlp=args.mlp,
         stem=args.stem,
+        amp_level=args.amp_level,
     )

@@ -10,6 +10,7 @@ from mindspore import nn
 from ..models.split_bn import SCRATCH_PREFIX
 from ..utils import faults
 from ..utils.io import atomic_write
+from .loss_scale import PREFIX as AMP_PREFIX
 
 CHECKPOINT_NAME = "model_last.ckpt"
 # Recorded in every checkpoint; a resume with other values would not fit the model.
@@ -91,7 +92,8 @@ def load_checkpoint(
             )
     expected = _state(cell)
     found = {name[len(prefix) :]: p for name, p in saved.items() if name.startswith(prefix)}
-    missing = sorted(set(expected) - set(found))
+    # A run resumed in float16 from a float32 checkpoint starts a new loss scale.
+    missing = sorted(n for n in set(expected) - set(found) if not n.startswith(AMP_PREFIX))
     mismatched = sorted(
         name
         for name in set(expected) & set(found)
@@ -113,5 +115,6 @@ def load_checkpoint(
             )
         raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(details)})")
     for name, param in expected.items():
-        param.set_data(found[name].data.astype(param.dtype))
+        if name in found:
+            param.set_data(found[name].data.astype(param.dtype))
     return int(settings.get("epoch", 0))

@@ -57,26 +57,45 @@ def train_one_epoch(
     permutations = shuffle_permutations(seed, epoch, steps, batch_size)
     train_step.set_train(True)
     progress = Progress(steps, f"Train [{epoch}/{epochs}]", batch_size)
-    total_loss = 0.0
+    total_loss, overflows = 0.0, 0
     iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     for step, (im_1, im_2) in enumerate(iterator):
         if step == steps:
             break
         faults.kill_if_requested(f"step:{epoch}:{step + 1}")
-        if faults.requested(f"nan:step:{epoch}:{step + 1}"):
-            im_1 = im_1 * np.nan
+        for value, name in ((np.nan, "nan"), (np.inf, "inf")):
+            if faults.requested(f"{name}:step:{epoch}:{step + 1}"):
+                im_1 = im_1 * value
         loss, grads_finite = train_step(
             ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step])
         )
         loss = float(loss.asnumpy())
         if not (math.isfinite(loss) and bool(grads_finite.asnumpy())):
-            progress.close()
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss}) or gradients at epoch {epoch}, step {step + 1}/{steps}"
-            )
+            if not _skipped_overflow(train_step):
+                progress.close()
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss}) or gradients at epoch {epoch}, "
+                    f"step {step + 1}/{steps}"
+                )
+            overflows += 1
+            continue
         total_loss += loss
-        progress.update(loss=total_loss / (step + 1), lr=lr)
-    return total_loss / steps, progress.close()
+        progress.update(loss=total_loss / (step + 1 - overflows), lr=lr)
+    seconds = progress.close()
+    if overflows:
+        scale = float(train_step.loss_scale.loss_scale.asnumpy())
+        logger.info(
+            "epoch %d: %d of %d steps overflowed in float16 and were skipped (loss scale now %g)",
+            epoch, overflows, steps, scale,
+        )  # fmt: skip
+    return total_loss / max(steps - overflows, 1), seconds
+
+
+def _skipped_overflow(train_step: nn.Cell) -> bool:
+    """Whether a non-finite step was a float16 overflow that the loss scale skipped: with loss
+    scaling, while the scale (halved at each overflow) has not fallen below 1."""
+    scale = getattr(train_step, "loss_scale", None)
+    return scale is not None and float(scale.loss_scale.asnumpy()) >= 1.0
 
 
 def restart_log(path: str, start_epoch: int) -> None:

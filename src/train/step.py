@@ -3,7 +3,15 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from .loss_scale import DynamicLossScale
+
 _BN_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def create_train_step(model: nn.Cell, lr: float, weight_decay: float, amp_level="O0") -> nn.Cell:
+    """The compiled step of ``model`` (a MoCo) with SGD; a dynamic loss scale in float16."""
+    loss_scale = None if amp_level == "O0" else DynamicLossScale()
+    return MoCoTrainStep(model, create_optimizer(model, lr, weight_decay), loss_scale)
 
 
 def create_optimizer(
@@ -30,6 +38,18 @@ def set_learning_rate(optimizer: nn.Optimizer, lr: float) -> None:
     ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
 
 
+class _ScaledLoss(nn.Cell):
+    """The model's ``(loss * scale, keys)``: what float16 backprop differentiates."""
+
+    def __init__(self, model, loss_scale):
+        super().__init__(auto_prefix=False)
+        self.model, self.loss_scale = model, loss_scale
+
+    def construct(self, im_1, im_2, idx_shuffle):
+        loss, keys = self.model(im_1, im_2, idx_shuffle)
+        return self.loss_scale.scale(loss), keys
+
+
 class MoCoTrainStep(nn.Cell):
     """Momentum update, loss and gradients, SGD update and enqueue, in the reference's order.
 
@@ -44,13 +64,18 @@ class MoCoTrainStep(nn.Cell):
     Args:
         model: A :class:`~src.models.MoCo`.
         optimizer: Optimizer over ``model.encoder_q``'s learnable weights.
+        loss_scale: For float16 (``--amp-level`` O1/O2): a :class:`DynamicLossScale`; a step
+            whose gradients overflow then skips the SGD update (and its keys, which the
+            float16 forward may have spoilt, stay out of the queue).
     """
 
-    def __init__(self, model, optimizer):
+    def __init__(self, model, optimizer, loss_scale=None):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = optimizer
-        self.grad_fn = ms.value_and_grad(model, None, optimizer.parameters, has_aux=True)
+        self.loss_scale = loss_scale
+        loss = model if loss_scale is None else _ScaledLoss(model, loss_scale)
+        self.grad_fn = ms.value_and_grad(loss, None, optimizer.parameters, has_aux=True)
         self.world = model.world
         if self.world > 1:
             self.grad_reducer = nn.DistributedGradReducer(optimizer.parameters, True, self.world)
@@ -66,9 +91,18 @@ class MoCoTrainStep(nn.Cell):
             grads = self.grad_reducer(grads)
             loss = self.all_reduce(loss) / self.world
             self._average_bn_statistics()
+        if self.loss_scale is None:
+            grads_finite = ms.amp.all_finite(grads)
+            self.optimizer(grads)
+            self.model.dequeue_and_enqueue(keys)
+            return loss, grads_finite
+        loss = loss / self.loss_scale.loss_scale
+        grads = self.loss_scale.unscale(grads)
         grads_finite = ms.amp.all_finite(grads)
-        self.optimizer(grads)
-        self.model.dequeue_and_enqueue(keys)
+        self.loss_scale.adjust(grads_finite)
+        if grads_finite:
+            self.optimizer(grads)
+            self.model.dequeue_and_enqueue(keys)
         return loss, grads_finite
 
     def _average_bn_statistics(self):
