@@ -15,7 +15,7 @@ import mindspore as ms
 
 from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, validate_group
 from src.data import DatasetError, load_data
-from src.eval.features import KnnMonitor
+from src.eval.features import create_knn_monitor
 from src.models import create_moco
 from src.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from src.train.loop import NonFiniteLossError, fit
@@ -75,26 +75,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.dataset, args.data_dir, args.train_subset, args.test_subset, args.download,
             args.image_size, args.val_split, args.skip_bad_images,
         )  # fmt: skip
-        pretrain, bank, queries = data
+        pretrain = data.pretrain
         if len(pretrain) < args.batch_size:
             raise ConfigError(
                 f"batch_size {args.batch_size} is larger than the training set "
                 f"({len(pretrain)} images)"
             )
-        monitored = queries is not None and bank.num_classes > 0
-        logger.info(
-            "%s: %d images to train on; kNN monitor: %s", args.dataset, len(pretrain),
-            f"{len(bank)} bank / {len(queries)} test images, {bank.num_classes} classes"
-            if monitored else "off (needs labelled train and val images)",
-        )  # fmt: skip
         model = create_moco(args, group)
         train_step = create_train_step(model, args.lr, args.wd, args.amp_level)
-        monitor = None
-        if monitored:
-            monitor = KnnMonitor(
-                model.encoder_q, bank, queries, args.dataset, args.knn_k, args.knn_t,
-                args.workers, args.image_size, group=group,
-            )  # fmt: skip
+        monitor = create_knn_monitor(model.encoder_q, data, args, group)
+        logger.info(
+            "%s: %d images to train on; kNN monitor: %s", args.dataset, len(pretrain),
+            monitor.describe() if monitor else "off (needs labelled train and val images)",
+        )  # fmt: skip
         fit(train_step, pretrain, args, monitor, group)
         logger.info("done: results in %s", args.results_dir)
     except NonFiniteLossError as err:

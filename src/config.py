@@ -57,6 +57,7 @@ _OPTIONS: list[Any] = [
     ("--knn-k", int, 200, "k of the kNN monitor"),
     ("--knn-t", float, 0.1, "softmax temperature of the kNN monitor"),
     ("--knn-interval", int, 1, "epochs between kNN monitors; 0 disables"),
+    ("--knn-bank-subset", int, 0, "if > 0, monitor with the first N train images as bank (quick)"),
     "run",
     ("--resume", str, "", "checkpoint to resume from; auto: the results folder's last, if any"),
     ("--results-dir", str, "", "output folder; empty means ./cache-<timestamp>-moco"),
@@ -216,7 +217,7 @@ def default_results_dir(now: Optional[datetime] = None) -> str:
 def validate_config(args: argparse.Namespace) -> None:
     """Checks that the options can run; ConfigError lists each invalid value, one per line."""
     positive = "batch_size epochs moco_k moco_dim bn_splits knn_k workers moco_t knn_t lr"
-    non_negative = "knn_interval train_subset test_subset max_steps wd image_size"
+    non_negative = "knn_interval knn_bank_subset train_subset test_subset max_steps wd image_size"
     errors = _range_errors(args, positive, non_negative)
     add, steps = errors.append, list(args.schedule)
     bs, k, bn = args.batch_size, args.moco_k, args.bn_splits

@@ -46,6 +46,7 @@ DEFAULTS = {
     "knn_k": 200,
     "knn_t": 0.1,
     "knn_interval": 1,
+    "knn_bank_subset": 0,
     "resume": "",
     "results_dir": "",
     "device_target": "CPU",

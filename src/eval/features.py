@@ -5,7 +5,7 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from ..data import CifarSplit, create_eval_dataset, dataset_info
+from ..data import CifarSplit, Splits, create_eval_dataset, dataset_info
 from ..utils.distributed import ONE_DEVICE, Group, gather_shards, shard_indices
 from ..utils.progress import Progress
 from .knn import knn_predict, l2_normalize
@@ -96,9 +96,27 @@ class KnnMonitor:
         features = extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
         return gather_shards(features["embedding"], len(split), self.group)
 
+    def describe(self) -> str:
+        return (
+            f"{len(self.train)} bank / {len(self.test)} test images, "
+            f"{self.train.num_classes} classes"
+        )
+
     def __call__(self) -> float:
         bank, queries = self._embedding(self.train, "bank"), self._embedding(self.test, "test")
         ranked = knn_predict(
             queries, bank, self.train.labels, self.train.num_classes, self.k, self.t
         )
         return topk_accuracy(ranked, self.test.labels, topk=(1,))["top1"]
+
+
+def create_knn_monitor(encoder: nn.Cell, data: Splits, args, group: Group = ONE_DEVICE):
+    """The training's :class:`KnnMonitor` of ``encoder`` on ``data``'s bank and queries (the
+    bank cut to ``args.knn_bank_subset`` if > 0); None if the data has no labelled queries."""
+    bank, queries = data.bank, data.queries
+    if queries is None or bank.num_classes == 0:
+        return None
+    if args.knn_bank_subset:  # a quicker monitor, not the demo's protocol
+        bank = bank.subset(args.knn_bank_subset)
+    return KnnMonitor(encoder, bank, queries, args.dataset, args.knn_k, args.knn_t,
+                      args.workers, args.image_size, group=group)  # fmt: skip

@@ -1,10 +1,17 @@
 """Tests for src.eval.features: one pass gives backbone features and the kNN embedding."""
 
+from types import SimpleNamespace
+
 import mindspore as ms
 import numpy as np
 
-from src.data import create_eval_dataset, get_dataset_spec, load_cifar
-from src.eval.features import BackboneAndEmbedding, KnnMonitor, extract_features
+from src.data import CifarSplit, Splits, create_eval_dataset, get_dataset_spec, load_cifar
+from src.eval.features import (
+    BackboneAndEmbedding,
+    KnnMonitor,
+    create_knn_monitor,
+    extract_features,
+)
 from src.eval.knn import knn_predict, l2_normalize
 from src.models import create_backbone
 
@@ -39,3 +46,21 @@ def test_knn_monitor_is_the_knn_of_the_extracted_features(tiny_cifar10):
     )
     ranked = knn_predict(queries["embedding"], bank["embedding"], bank["labels"], 10, 5, 0.1)
     assert monitor() == 100.0 * np.mean(ranked[:, 0] == test.labels)
+
+
+def test_monitor_needs_labelled_queries_and_can_take_a_bank_subset(tiny_cifar10):
+    """``--knn-bank-subset N``: the first N train images as bank; no monitor without labelled
+    queries (a folder without val/) or without classes (a flat folder)."""
+    train = load_cifar("cifar10", tiny_cifar10, "train")
+    test = load_cifar("cifar10", tiny_cifar10, "test")
+    encoder = create_backbone("resnet18", num_classes=16, bn_splits=2)
+    args = SimpleNamespace(dataset="cifar10", knn_k=5, knn_t=0.1, workers=1, image_size=32,
+                           knn_bank_subset=0)  # fmt: skip
+    assert len(create_knn_monitor(encoder, Splits(train, train, test), args).train) == len(train)
+    args.knn_bank_subset = 10
+    monitor = create_knn_monitor(encoder, Splits(train, train, test), args)
+    assert monitor.train.images.base is train.images  # the first 10, not a copy
+    assert monitor.describe() == f"10 bank / {len(test)} test images, 10 classes"
+    assert create_knn_monitor(encoder, Splits(train, train, None), args) is None
+    unlabeled = CifarSplit(train.images, np.full(len(train), -1), [])
+    assert create_knn_monitor(encoder, Splits(unlabeled, unlabeled, test), args) is None
