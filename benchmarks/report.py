@@ -66,6 +66,13 @@ def speed_ratio(ours: float, theirs: float, unit: str) -> float:
     return theirs / ours if unit == "s" else ours / theirs
 
 
+def monitor_share(eval_img_s: float, step_img_s: float, train=50_000, test=10_000) -> dict:
+    """Seconds of the kNN monitor (extracting ``train`` + ``test`` images) and of an epoch's
+    training (``train`` images), and the monitor's share of the two together."""
+    monitor, epoch = (train + test) / eval_img_s, train / step_img_s
+    return {"monitor_s": monitor, "train_s": epoch, "share": monitor / (monitor + epoch)}
+
+
 def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 

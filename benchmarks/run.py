@@ -27,12 +27,13 @@ from benchmarks.report import (
     format_table,
     forward_flops,
     knn_flops,
+    monitor_share,
     peak_flops,
     speed_ratio,
     spread,
     step_flops,
 )
-from benchmarks.workers import RECIPE, TASKS, TORCH_THREADS, serve
+from benchmarks.workers import EVAL_BATCH_SIZE, RECIPE, TASKS, TORCH_THREADS, serve
 
 KNN_KEYS = ("knn-ours", "knn-numpy")
 
@@ -45,7 +46,7 @@ PLANS = {
         "eval": {256: 1},
         "knn": (50_000, 2_000),
         "pipeline": (512, 4),
-        "loop": (64, 2),
+        "loop": (64, 6),
     },
     "full": {
         "rounds": 5,
@@ -54,7 +55,7 @@ PLANS = {
         "eval": {256: 3, 512: 2},
         "knn": (50_000, 10_000),
         "pipeline": (512, 8),
-        "loop": (512, 3),
+        "loop": (64, 20),
     },
 }
 
@@ -226,6 +227,22 @@ def build_rows(rows: list[tuple], configs: dict[str, Config], results: dict, pea
     return table
 
 
+def monitor_cost(table: list[dict]) -> dict:
+    """The kNN monitor's cost per CIFAR-10 epoch from the eval row at ``EVAL_BATCH_SIZE`` (what
+    the monitor runs) and the step row at the largest batch measured."""
+    evals = {r["batch"]: r for r in table if r["what"].startswith("feature extraction")}
+    steps = [r for r in table if r["what"] == "train step: graph vs PyTorch"]
+    step = max(steps, key=lambda r: r["batch"])
+    eval_img_s = evals[EVAL_BATCH_SIZE]["ours"]["median"]
+    cost = monitor_share(eval_img_s, step["ours"]["median"])
+    text = (
+        f"kNN monitor per CIFAR-10 epoch: 60,000 images at {eval_img_s:.0f} img/s (batch "
+        f"{EVAL_BATCH_SIZE}) = {cost['monitor_s']:.0f} s, {cost['share']:.0%} of an epoch with "
+        f"{cost['train_s']:.0f} s of training (batch {step['batch']})"
+    )
+    return {**cost, "text": text}
+
+
 NOTES = """\
 ratio: ours/theirs as speed (> 1: ours faster; s rows: theirs s / ours s); pipeline and loop
 rows: their img/s over the step alone (graph) at the batch given. theirs = PyTorch {torch}
@@ -272,12 +289,15 @@ def main(argv=None) -> None:
     notes = NOTES.format(
         torch=version("torch"), threads=TORCH_THREADS, step=step, eval=encoder / 1e9, peak=peak_text
     )
+    monitor = monitor_cost(table)
     seconds = time.perf_counter() - start
-    print(f"\n{format_table(table)}\n\n{notes}\n{mode} mode: {seconds:.0f} s in total")
+    print(f"\n{format_table(table)}\n\n{notes}\n{monitor['text']}")
+    print(f"{mode} mode: {seconds:.0f} s in total")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         document = {"mode": mode, "plan": PLANS[mode], "peak": peak_text, "peak_flops": peak}
         document.update(encoder_flops=encoder, rows=table, raw=results, seconds=round(seconds))
+        document["monitor"] = monitor
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=1)
         print(f"JSON: {args.output}")

@@ -25,6 +25,7 @@ import numpy as np
 RECIPE = {"dim": 128, "K": 4096, "m": 0.99, "T": 0.1, "arch": "resnet18", "bn_splits": 8}
 LR, WEIGHT_DECAY, KNN_K, KNN_T, CLASSES = 0.06, 5e-4, 200, 0.1, 10
 TORCH_THREADS = 2
+EVAL_BATCH_SIZE = 256  # the kNN monitor's (src.eval.features; importing it would load MindSpore)
 Runner = Callable[[int], float]
 
 
@@ -47,7 +48,7 @@ def random_images(batch: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.standard_normal((batch, 3, 32, 32), dtype=np.float32) for _ in range(2)]
 
 
-def ours_args(mode: str, batch: int) -> Namespace:
+def ours_args(mode: str, batch: int, bn_splits: int = RECIPE["bn_splits"]) -> Namespace:
     """Selects the CPU as ``main.py`` does and returns its config for the demo's recipe."""
     import mindspore as ms
 
@@ -56,19 +57,18 @@ def ours_args(mode: str, batch: int) -> Namespace:
 
     set_device("CPU", ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     flags = {"arch": RECIPE["arch"], "moco-dim": RECIPE["dim"], "moco-k": RECIPE["K"]}
-    flags.update({"moco-m": RECIPE["m"], "moco-t": RECIPE["T"], "bn-splits": RECIPE["bn_splits"]})
+    flags.update({"moco-m": RECIPE["m"], "moco-t": RECIPE["T"], "bn-splits": bn_splits})
     flags.update({"lr": LR, "wd": WEIGHT_DECAY, "batch-size": batch, "results-dir": "unused"})
     return parse_args([item for key, value in flags.items() for item in (f"--{key}", str(value))])
 
 
-def ours_train_step(mode: str, batch: int):
-    """``(train_step, args)`` built as ``main.py`` builds them."""
+def ours_train_step(mode: str, batch: int, bn_splits=RECIPE["bn_splits"], args=None):
+    """``(train_step, args)`` built as ``main.py`` builds them (``args``: a prepared config)."""
     from src.models import create_moco
-    from src.train.step import MoCoTrainStep, create_optimizer
+    from src.train.step import create_train_step
 
-    args = ours_args(mode, batch)
-    model = create_moco(args)
-    train_step = MoCoTrainStep(model, create_optimizer(model, args.lr, args.wd))
+    args = args or ours_args(mode, batch, bn_splits)
+    train_step = create_train_step(create_moco(args), args.lr, args.wd, args.amp_level)
     train_step.set_train(True)
     return train_step, args
 
@@ -94,11 +94,17 @@ def step_ours(batch: int, mode: str, **_) -> Runner:
     """Momentum update, forward, backward, SGD and enqueue on random images, synchronised."""
     import mindspore as ms
 
+    train_step, args = ours_train_step(mode, batch)
+    return step_runner(train_step, args, *(ms.Tensor(x) for x in random_images(batch)))
+
+
+def step_runner(train_step, args: Namespace, im_1, im_2) -> Runner:
+    """Times ``n`` steps of ``train_step`` on the same two views, synchronised."""
+    import mindspore as ms
+
     from src.train.loop import shuffle_permutations
 
-    train_step, args = ours_train_step(mode, batch)
-    im_1, im_2 = (ms.Tensor(x) for x in random_images(batch))
-    permutations = ms.Tensor(shuffle_permutations(args.seed, 1, 1, batch)[0])
+    permutations = ms.Tensor(shuffle_permutations(args.seed, 1, 1, len(im_1))[0])
     return lambda n: timed(lambda: train_step(im_1, im_2, permutations)[0].asnumpy(), n)
 
 
@@ -121,6 +127,81 @@ def step_torch(batch: int, **_) -> Runner:
         return loss.item()
 
     return lambda n: timed(step, n)
+
+
+def part_ours(batch: int, part: str, bn_splits=RECIPE["bn_splits"], **variant) -> Runner:
+    """A part of our step in graph mode (``step``, ``q_fwd_bwd``: encoder_q's forward and
+    backward, ``k_fwd``: encoder_k's forward, ``momentum``: the key encoder's update, ``sgd``:
+    the optimizer's update), or the step changed by ``variant``: no gradient finiteness check,
+    another ``jit_level`` or ``amp_level``."""
+    import mindspore as ms
+    from mindspore import nn
+
+    if variant.get("finite_check") is False:  # read by the step when it is compiled
+        ms.amp.all_finite = lambda grads: ms.ops.ones((), ms.bool_)
+    args = ours_args("graph", batch, bn_splits)
+    if variant.get("jit_level"):
+        ms.set_context(jit_config={"jit_level": variant["jit_level"]})
+    args.amp_level = variant.get("amp_level", "O0")
+    train_step, args = ours_train_step("graph", batch, bn_splits, args)
+    model, (im_1, im_2) = train_step.model, (ms.Tensor(x) for x in random_images(batch))
+    if part == "step":
+        return step_runner(train_step, args, im_1, im_2)
+
+    class Sum(nn.Cell):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def construct(self, x):
+            return self.encoder(x).sum()
+
+    class Part(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            params = model.encoder_q.trainable_params()
+            self.grad = ms.value_and_grad(Sum(model.encoder_q), None, params)
+            self.encoder_k = model.encoder_k
+
+        def construct(self, x):
+            if part == "momentum":
+                return model.momentum_update_key_encoder()
+            if part == "sgd":
+                return train_step.optimizer(self.grads)
+            # All the gradients are outputs: an unused one would be pruned from the graph.
+            return self.grad(x) if part == "q_fwd_bwd" else self.encoder_k(x)
+
+    cell = Part()
+    cell.grads = tuple(ms.ops.ones_like(p) * 1e-3 for p in train_step.optimizer.parameters)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    return lambda n: timed(lambda: ms.Tensor(first(cell(im_1))).asnumpy(), n)
+
+
+def part_torch(batch: int, part: str, **_) -> Runner:
+    """The reference's step, or the same parts as ``part_ours`` (eager, train mode)."""
+    import torch
+
+    if part == "step":
+        return step_torch(batch)
+    net = torch_moco().train()
+    images = torch.from_numpy(random_images(batch)[0])
+
+    def q_fwd_bwd():
+        net.encoder_q.zero_grad()
+        loss = net.encoder_q(images).sum()
+        loss.backward()
+        return loss.item()
+
+    def k_fwd():
+        with torch.no_grad():
+            return net.encoder_k(images).sum().item()
+
+    optimizer = torch_reference().create_optimizer(net, LR, WEIGHT_DECAY)
+    for param in net.encoder_q.parameters():
+        param.grad = torch.full_like(param, 1e-3)
+    parts = {"q_fwd_bwd": q_fwd_bwd, "k_fwd": k_fwd, "sgd": optimizer.step}
+    parts["momentum"] = torch.no_grad()(net._momentum_update_key_encoder)
+    return lambda n: timed(parts[part], n)
 
 
 def eval_ours(batch: int, **_) -> Runner:
@@ -263,6 +344,8 @@ TASKS = {
     "knn-numpy": knn_numpy,
     "pipeline": pipeline,
     "loop": loop,
+    "part-ours": part_ours,
+    "part-torch": part_torch,
 }
 
 

@@ -9,6 +9,7 @@ from benchmarks.report import (
     forward_flops,
     knn_flops,
     layer_flops,
+    monitor_share,
     peak_flops,
     speed_ratio,
     spread,
@@ -65,3 +66,16 @@ def test_numpy_baseline_ranks_as_knn_predict():
 def test_speed_ratio_above_one_means_ours_is_faster(unit):
     faster, slower = (2.0, 1.0) if unit == "img/s" else (1.0, 2.0)
     assert speed_ratio(faster, slower, unit) > 1
+
+
+def test_monitor_share_of_an_epoch():
+    cost = monitor_share(eval_img_s=100.0, step_img_s=25.0, train=50_000, test=10_000)
+    assert (cost["monitor_s"], cost["train_s"]) == (600.0, 2000.0)
+    assert cost["share"] == 600.0 / 2600.0
+
+
+def test_the_benchmarks_eval_batch_is_the_monitors():
+    from benchmarks.workers import EVAL_BATCH_SIZE
+    from src.eval.features import EVAL_BATCH_SIZE as MONITOR_BATCH
+
+    assert EVAL_BATCH_SIZE == MONITOR_BATCH
