@@ -641,9 +641,8 @@ def test_converter_round_trip_is_exact_and_features_agree(images, tmp_path, spli
     optimizer.load_state_dict(back["optimizer"])  # the demo can resume from it
 
     # Our model restored from the converted file computes the reference's features.
-    args = SimpleNamespace(
-        arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits, symmetric=False, mlp=False
-    )
+    args = SimpleNamespace(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits,
+                           symmetric=False, mlp=False, stem="cifar", image_size=32)  # fmt: skip
     model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
     assert (
         load_checkpoint(
