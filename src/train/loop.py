@@ -70,17 +70,15 @@ def train_one_epoch(
             ms.Tensor(im_1), ms.Tensor(im_2), ms.Tensor(permutations[step])
         )
         loss = float(loss.asnumpy())
-        if not (math.isfinite(loss) and bool(grads_finite.asnumpy())):
-            if not _skipped_overflow(train_step):
-                progress.close()
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss}) or gradients at epoch {epoch}, "
-                    f"step {step + 1}/{steps}"
-                )
-            overflows += 1
-            continue
-        total_loss += loss
-        progress.update(loss=total_loss / (step + 1 - overflows), lr=lr)
+        finite = math.isfinite(loss) and bool(grads_finite.asnumpy())
+        if not (finite or _skipped_overflow(train_step)):
+            progress.close()
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss}) or gradients at epoch {epoch}, step {step + 1}/{steps}"
+            )
+        overflows += not finite
+        total_loss += loss if finite else 0.0
+        progress.update(loss=total_loss / max(step + 1 - overflows, 1), lr=lr)
     seconds = progress.close()
     if overflows:
         scale = float(train_step.loss_scale.loss_scale.asnumpy())
