@@ -19,8 +19,7 @@ def apply_mixed_precision(encoder: nn.Cell, level: str, dtype=ms.float16) -> nn.
         raise ValueError(f"unknown amp level {level!r}; available: {', '.join(AMP_LEVELS)}")
     if level == "O2":
         encoder.to_float(dtype)
-    for cell in encoder.cells_and_names():
-        cell = cell[1]
+    for _, cell in encoder.cells_and_names():
         if level == "O1" and isinstance(cell, (nn.Conv2d, nn.Dense)):
             cell.to_float(dtype)
         elif level == "O2" and isinstance(cell, SplitBatchNorm):
