@@ -4,9 +4,9 @@
 
 Parts (each a compiled graph of its own, or the reference's eager code): the whole step, the
 query encoder's forward and backward, the key encoder's forward (train-mode BN), the momentum
-update of the key encoder, the SGD update. Variants of
-our whole step: plain BN instead of 8 split groups, no gradient finiteness check, MindSpore's
-``jit_level`` O1, float16 (``--amp-level O2``). Workers and rounds as in ``benchmarks.run``.
+update of the key encoder, the SGD update. Variants of our whole step: plain BN instead of 8
+split groups, no gradient finiteness check, MindSpore's ``jit_level`` O1, thread settings,
+float16 (``--amp-level O2``). Workers and rounds as in ``benchmarks.run``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ VARIANTS = {  # our whole step, changed
     "plain BN (bn-splits 1)": {"bn_splits": 1},
     "no finiteness check": {"finite_check": False},
     "jit_level O1": {"jit_level": "O1"},
+    "runtime_num_threads 1": {"context": {"runtime_num_threads": 1}},
+    "inter_op_parallel_num 1": {"context": {"inter_op_parallel_num": 1}},
     "float16 (amp O2)": {"amp_level": "O2"},
 }
 

@@ -142,6 +142,7 @@ def part_ours(batch: int, part: str, bn_splits=RECIPE["bn_splits"], **variant) -
     args = ours_args("graph", batch, bn_splits)
     if variant.get("jit_level"):
         ms.set_context(jit_config={"jit_level": variant["jit_level"]})
+    ms.set_context(**variant.get("context", {}))  # e.g. thread settings
     args.amp_level = variant.get("amp_level", "O0")
     train_step, args = ours_train_step("graph", batch, bn_splits, args)
     model, (im_1, im_2) = train_step.model, (ms.Tensor(x) for x in random_images(batch))
