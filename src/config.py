@@ -1,4 +1,4 @@
-"""Command-line and YAML configuration of MoCo training on CIFAR (the mindcv pattern).
+"""Command-line and YAML configuration of MoCo training (the mindcv pattern).
 
 A ``--config`` YAML file sets the argparse defaults, typed by the same parser; flags override it.
 """
@@ -108,7 +108,7 @@ def _add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, 
 def create_parser() -> argparse.ArgumentParser:
     """The training parser: every flag with the MoCo CIFAR demo's default."""
     parser = argparse.ArgumentParser(
-        description="Train MoCo on CIFAR-10/100 with MindSpore",
+        description="Train MoCo on CIFAR-10/100, STL-10 or a folder of images with MindSpore",
         allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
