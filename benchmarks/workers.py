@@ -42,10 +42,10 @@ def timed(fn: Callable[[], object], n: int) -> float:
     return time.perf_counter() - start
 
 
-def random_images(batch: int, seed: int = 0) -> list[np.ndarray]:
-    """Two float32 views, batch x 3 x 32 x 32, standard normal."""
+def random_images(batch: int, seed: int = 0, size: int = 32) -> list[np.ndarray]:
+    """Two float32 views, batch x 3 x size x size, standard normal."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, 3, 32, 32), dtype=np.float32) for _ in range(2)]
+    return [rng.standard_normal((batch, 3, size, size), dtype=np.float32) for _ in range(2)]
 
 
 def ours_args(mode: str, batch: int, bn_splits: int = RECIPE["bn_splits"]) -> Namespace:
@@ -133,7 +133,7 @@ def part_ours(batch: int, part: str, bn_splits=RECIPE["bn_splits"], **variant) -
     """A part of our step in graph mode (``step``, ``q_fwd_bwd``: encoder_q's forward and
     backward, ``k_fwd``: encoder_k's forward, ``momentum``: the key encoder's update, ``sgd``:
     the optimizer's update), or the step changed by ``variant``: no gradient finiteness check,
-    another ``jit_level`` or ``amp_level``."""
+    another ``jit_level``, ``context`` or ``amp_level``, another ``stem`` and ``image_size``."""
     import mindspore as ms
     from mindspore import nn
 
@@ -144,8 +144,10 @@ def part_ours(batch: int, part: str, bn_splits=RECIPE["bn_splits"], **variant) -
         ms.set_context(jit_config={"jit_level": variant["jit_level"]})
     ms.set_context(**variant.get("context", {}))  # e.g. thread settings
     args.amp_level = variant.get("amp_level", "O0")
+    args.stem, args.image_size = variant.get("stem", "cifar"), variant.get("image_size", 32)
     train_step, args = ours_train_step("graph", batch, bn_splits, args)
-    model, (im_1, im_2) = train_step.model, (ms.Tensor(x) for x in random_images(batch))
+    images = random_images(batch, size=args.image_size)
+    model, (im_1, im_2) = train_step.model, (ms.Tensor(x) for x in images)
     if part == "step":
         return step_runner(train_step, args, im_1, im_2)
 
