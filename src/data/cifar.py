@@ -142,6 +142,11 @@ class Splits(NamedTuple):
     bank: CifarSplit
     queries: CifarSplit | None
 
+    @property
+    def evaluable(self) -> bool:
+        """Whether a kNN or linear evaluation can run: labelled bank and queries."""
+        return self.queries is not None and self.bank.num_classes > 0
+
 
 class _CifarUnpickler(pickle.Unpickler):
     """Resolves only the numpy globals of the official files, so no pickled code can run."""

@@ -90,11 +90,12 @@ def load_features(args: argparse.Namespace, logger: logging.Logger) -> Features:
     logger.info("%s: epoch %d, %s, moco-dim %d", args.checkpoint, epoch, settings["arch"],
                 settings["moco_dim"])  # fmt: skip
     size = settings["image_size"]
-    _, train, test = load_data(
+    data = load_data(
         args.dataset, args.data_dir, args.train_subset, args.test_subset, image_size=size,
         val_split=args.val_split, skip_bad_images=args.skip_bad_images,
     )  # fmt: skip
-    if test is None or train.num_classes == 0:
+    _, train, test = data
+    if not data.evaluable:
         raise DatasetError(
             f"{args.data_dir} has no labelled train and val images to evaluate on: use class "
             "sub-folders and a val/ folder, or --val-split FRACTION"

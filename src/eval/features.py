@@ -113,9 +113,9 @@ class KnnMonitor:
 def create_knn_monitor(encoder: nn.Cell, data: Splits, args, group: Group = ONE_DEVICE):
     """The training's :class:`KnnMonitor` of ``encoder`` on ``data``'s bank and queries (the
     bank cut to ``args.knn_bank_subset`` if > 0); None if the data has no labelled queries."""
-    bank, queries = data.bank, data.queries
-    if queries is None or bank.num_classes == 0:
+    if not data.evaluable:
         return None
+    bank, queries = data.bank, data.queries
     if args.knn_bank_subset:  # a quicker monitor, not the demo's protocol
         bank = bank.subset(args.knn_bank_subset)
     return KnnMonitor(encoder, bank, queries, args.dataset, args.knn_k, args.knn_t,
