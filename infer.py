@@ -1,81 +1,109 @@
-"""Evaluates a MoCo checkpoint on CIFAR: weighted kNN or linear probe on frozen features.
+"""Evaluates a MoCo checkpoint: weighted kNN or linear probe on frozen features.
 
     python infer.py --checkpoint RESULTS/model_last.ckpt --data-dir ./data
     python infer.py --checkpoint RESULTS/model_last.ckpt --protocol linear
 
-The model settings come from the checkpoint; data and kNN settings from the
-``config.yaml`` beside it, if any. Features of both whole splits are extracted
-once and cached beside the checkpoint for later runs of either protocol and
-of visualize.py.
+The model settings come from the checkpoint; data and kNN settings from the ``config.yaml``
+beside it, if any. Features of the bank and the queries are cached beside the checkpoint.
 """
 
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Optional
 
-from src.config import ConfigError, add_evaluation_arguments, resolve_evaluation_args
+from src.config import (
+    ConfigError,
+    add_evaluation_arguments,
+    add_options,
+    check_ranges,
+    resolve_evaluation_args,
+    settings,
+)
 from src.data import DatasetError
-from src.eval.evaluate import evaluate
+from src.eval.evaluate import EvalData, knn_results, linear_results, load_features
+from src.eval.linear_probe import LinearProbeConfig
 from src.train.checkpoint import CheckpointError
 from src.utils.device import DeviceError, set_device
 from src.utils.io import write_json
 from src.utils.progress import setup_logging
 
+OPTIONS = [  # see src/config.py's table
+    (
+        "--protocol",
+        str,
+        "knn",
+        "knn: weighted kNN on the embedding; linear: linear classifier on "
+        "the 512-d backbone features",
+        ["knn", "linear"],
+    ),
+    ("--knn-k", int, None, "neighbours (default: the training config's)"),
+    ("--knn-t", float, None, "kNN softmax temperature (default: the training config's)"),
+    ("--output-json", str, "", "results file; empty: eval_<protocol>.json beside the checkpoint"),
+    "linear protocol (main_lincls.py's settings)",
+    ("--linear-epochs", int, 100, "epochs"),
+    ("--linear-lr", float, 30.0, "initial learning rate"),
+    ("--linear-batch-size", int, 256, "features per step"),
+    (
+        "--linear-schedule",
+        int,
+        [60, 80],
+        "0-based epochs where lr drops 10x (not with --linear-cos)",
+    ),
+    ("--linear-cos", bool, False, "cosine schedule instead"),
+    ("--seed", int, 0, "seed of the classifier's initialisation and order"),
+]
+
 
 def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Evaluate a MoCo checkpoint: weighted kNN or linear probe on frozen features",
+        description=__doc__.split("\n")[0],
         allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_evaluation_arguments(parser)
-    parser.add_argument(
-        "--protocol",
-        default="knn",
-        choices=["knn", "linear"],
-        help="knn: weighted kNN on the normalised embedding; linear: linear "
-        "classifier on the 512-d backbone features (default: knn)",
-    )
-    parser.add_argument(
-        "--knn-k", type=int, default=None, help="neighbours (default: the config's)"
-    )
-    parser.add_argument(
-        "--knn-t", type=float, default=None, help="kNN softmax temperature (default: the config's)"
-    )
-    parser.add_argument(
-        "--output-json",
-        default="",
-        help="results file (default: eval_<protocol>.json beside the checkpoint)",
-    )
-    group = parser.add_argument_group("linear protocol (main_lincls.py's settings)")
-    group.add_argument("--linear-epochs", type=int, default=100, help="epochs (default: 100)")
-    group.add_argument(
-        "--linear-lr", type=float, default=30.0, help="initial learning rate (default: 30)"
-    )
-    group.add_argument(
-        "--linear-batch-size", type=int, default=256, help="features per step (default: 256)"
-    )
-    group.add_argument(
-        "--linear-schedule",
-        type=int,
-        nargs="*",
-        default=[60, 80],
-        help="0-based epochs where lr drops 10x, ignored with --linear-cos (default: 60 80)",
-    )
-    group.add_argument("--linear-cos", action="store_true", help="cosine schedule instead")
-    group.add_argument(
-        "--seed", type=int, default=0, help="seed of the classifier init and order (default: 0)"
-    )
+    add_options(parser, OPTIONS)
     return parser
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """The features (cached), then ``args.protocol``: the results to save."""
+    start = time.perf_counter()
+    data = settings(EvalData, args, use_cache=not args.no_cache)
+    features = load_features(args.checkpoint, data)
+    if args.protocol == "knn":
+        results = knn_results(features, args.knn_k, args.knn_t)
+    else:
+        probe = LinearProbeConfig(
+            epochs=args.linear_epochs,
+            lr=args.linear_lr,
+            batch_size=args.linear_batch_size,
+            cos=args.linear_cos,
+            schedule=tuple(args.linear_schedule),
+            seed=args.seed,
+        )
+        results = linear_results(features, probe)
+    return {
+        "protocol": args.protocol,
+        **results,
+        "checkpoint": os.path.abspath(args.checkpoint),
+        "epoch": features.epoch,
+        "dataset": args.dataset,
+        "num_classes": features.queries.num_classes,
+        "num_train_images": len(features.bank),
+        "num_test_images": len(features.queries),
+        "features_from_cache": features.from_cache,
+        "seconds_features": round(features.seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def summary(results: dict) -> str:
     if results["protocol"] == "knn":
-        head = (
-            f"kNN (k={results['k']}, t={results['t']}) top-1 {results['knn_top1']:.2f}% "
-            f"top-5 {results['knn_top5']:.2f}%"
-        )
+        k, t, top1, top5 = (results[key] for key in ("k", "t", "knn_top1", "knn_top5"))
+        head = f"kNN (k={k}, t={t}) top-1 {top1:.2f}% top-5 {top5:.2f}%"
     else:
         head = f"linear top-1 {results['linear_top1']:.2f}% top-5 {results['linear_top5']:.2f}%"
     return (
@@ -89,9 +117,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = setup_logging()
     args = create_parser().parse_args(argv)
     try:
-        resolve_evaluation_args(args)
+        resolve_evaluation_args(args, more=("knn_k", "knn_t"))
+        check_ranges(args, "knn_k knn_t linear_epochs linear_lr linear_batch_size")
         set_device(args.device_target, args.mode)
-        results = evaluate(args, logger)
+        results = evaluate(args)
         output = args.output_json or os.path.join(
             os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{args.protocol}.json"
         )

@@ -5,6 +5,7 @@ msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --join=True main.py
 """
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -13,15 +14,15 @@ from typing import Optional
 
 import mindspore as ms
 
-from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, validate_group
-from src.data import DatasetError, load_data
+from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, settings, validate_group
+from src.data import DatasetError, create_augmentation, create_train_dataset, load_data
 from src.eval.features import create_knn_monitor
-from src.models import create_moco
-from src.train.checkpoint import CHECKPOINT_NAME, CheckpointError
-from src.train.loop import NonFiniteLossError, fit
+from src.models import MoCo
+from src.train.checkpoint import CHECKPOINT_NAME, MODEL_KEYS, CheckpointError
+from src.train.loop import Callback, NonFiniteLossError, TrainSettings, fit
 from src.train.step import create_train_step
 from src.utils.device import DeviceError, set_device
-from src.utils.distributed import init_distributed, is_scheduler, main_text
+from src.utils.distributed import broadcast_text, init_distributed, is_scheduler
 from src.utils.progress import setup_logging
 
 
@@ -46,7 +47,72 @@ def resolve_resume(args: argparse.Namespace) -> str:
     return path if os.path.isfile(path) else ""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def train(args: argparse.Namespace, group, callbacks: Sequence[Callback]) -> None:
+    """Builds data, model, step and monitor from the resolved flags, and trains."""
+    logger = logging.getLogger("moco")
+    ms.set_seed(args.seed)
+    data = load_data(
+        args.dataset,
+        args.data_dir,
+        download=args.download,
+        image_size=args.image_size,
+        val_split=args.val_split,
+        skip_bad_images=args.skip_bad_images,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+    )
+    if len(data.pretrain) < args.batch_size:  # the last incomplete batch is dropped
+        raise ConfigError(
+            f"batch_size {args.batch_size} is larger than the training set "
+            f"({len(data.pretrain)} images): no full batch"
+        )
+    model = MoCo(
+        dim=args.moco_dim,
+        K=args.moco_k,
+        m=args.moco_m,
+        T=args.moco_t,
+        arch=args.arch,
+        bn_splits=args.bn_splits,
+        symmetric=args.symmetric,
+        seed=args.seed,
+        group=group,
+        mlp=args.mlp,
+        stem=args.stem,
+        amp_level=args.amp_level,
+    )
+    train_step = create_train_step(model, args.lr, args.wd, args.amp_level)
+    monitor = create_knn_monitor(
+        model.encoder_q,
+        data,
+        args.dataset,
+        args.knn_k,
+        args.knn_t,
+        args.knn_bank_subset,
+        workers=args.workers,
+        image_size=args.image_size,
+        group=group,
+    )
+    described = monitor.describe() if monitor else "off (needs labelled train and val images)"
+    logger.info(
+        "%s: %d images to train on; kNN monitor: %s", args.dataset, len(data.pretrain), described
+    )
+    augmentation = create_augmentation(args.dataset, args.image_size, args.aug_plus)
+    epoch_data = functools.partial(
+        create_train_dataset,
+        data.pretrain,
+        augmentation,
+        args.batch_size,
+        args.seed,
+        workers=args.workers,
+        rank=group.rank,
+        world=group.size,
+    )
+    run = settings(TrainSettings, args)
+    model_keys = {key: getattr(args, key) for key in MODEL_KEYS}
+    fit(train_step, epoch_data, run, model_keys, monitor, group, callbacks)
+
+
+def main(argv: Optional[Sequence[str]] = None, callbacks: Sequence[Callback] = ()) -> int:
     logger = setup_logging()
     try:
         args = parse_args(argv)
@@ -58,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if is_scheduler():
             return 0  # msrun's scheduler: init() served the workers until they finished
         validate_group(args, group.size)
-        args.results_dir = main_text(args.results_dir, group)  # one timestamped default
+        args.results_dir = broadcast_text(args.results_dir, group)  # one timestamped default
         if group.size > 1:
             n, pid = args.batch_size // group.size, os.getpid()
             logger.info(
@@ -70,25 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             logger.setLevel(logging.WARNING)  # one console report: the main device's
         args.resume = resolve_resume(args)  # after saving the config: it keeps "auto"
-        ms.set_seed(args.seed)
-        data = load_data(
-            args.dataset, args.data_dir, args.train_subset, args.test_subset, args.download,
-            args.image_size, args.val_split, args.skip_bad_images,
-        )  # fmt: skip
-        pretrain = data.pretrain
-        if len(pretrain) < args.batch_size:
-            raise ConfigError(
-                f"batch_size {args.batch_size} is larger than the training set "
-                f"({len(pretrain)} images)"
-            )
-        model = create_moco(args, group)
-        train_step = create_train_step(model, args.lr, args.wd, args.amp_level)
-        monitor = create_knn_monitor(model.encoder_q, data, args, group)
-        logger.info(
-            "%s: %d images to train on; kNN monitor: %s", args.dataset, len(pretrain),
-            monitor.describe() if monitor else "off (needs labelled train and val images)",
-        )  # fmt: skip
-        fit(train_step, pretrain, args, monitor, group)
+        train(args, group, callbacks)
         logger.info("done: results in %s", args.results_dir)
     except NonFiniteLossError as err:
         logger.error("error: %s; stopped, the last good checkpoint (if any) is kept", err)

@@ -4,21 +4,23 @@ A ``--config`` YAML file sets the argparse defaults, typed by the same parser; f
 """
 
 import argparse
+import dataclasses
 import difflib
 import os
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import yaml
 
-from .data.datasets import DATASET_INFO
+from .data.datasets import DATASETS
 from .eval.features import EVAL_BATCH_SIZE
 from .models.precision import AMP_LEVELS
 from .models.resnet import ARCHS, STEMS
 
+T = TypeVar("T")
 CONFIG_NAME = "config.yaml"  # the resolved options, as main.py saves them in its results folder
-_DATASETS = list(DATASET_INFO)
+_DATASETS = list(DATASETS)
 LARGE_IMAGE = 64  # from this --image-size up, --stem auto picks the ImageNet stem
 _DEVICES = ["CPU", "GPU", "Ascend"]
 _THEIRS = " (default: the training config's)"
@@ -68,7 +70,6 @@ _OPTIONS: list[Any] = [
     ("--seed", int, 0, "random seed"),
 ]
 _EVAL_OPTIONS: list[Any] = [  # None: set by resolve_evaluation_args
-    ("--checkpoint", str, "", "checkpoint written by main.py (e.g. RESULTS/model_last.ckpt)"),
     ("--config", str, "", "training config (default: config.yaml beside the checkpoint)"),
     ("--data-dir", str, None, "folder holding the dataset" + _THEIRS),
     ("--dataset", str, None, "dataset to evaluate on" + _THEIRS, _DATASETS),
@@ -87,7 +88,7 @@ class ConfigError(ValueError):
     """A configuration file or a combination of options is unusable."""
 
 
-def _add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, argparse.Action]:
+def add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, argparse.Action]:
     """Adds the options of a table like ``_OPTIONS`` to ``parser``; their actions by dest."""
     options, group = {}, parser
     for row in rows:
@@ -113,45 +114,52 @@ def create_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default="", help="YAML file of defaults; flags override it")
-    _add_options(parser, _OPTIONS)
+    add_options(parser, _OPTIONS)
     return parser
 
 
-def add_evaluation_arguments(
-    parser: argparse.ArgumentParser, checkpoint_required: bool = True
-) -> None:
-    """Adds the flags of infer.py and visualize.py: checkpoint, data, how to run the encoder."""
-    _add_options(parser, _EVAL_OPTIONS)["checkpoint"].required = checkpoint_required
-    parser.add_argument(
-        "--no-cache", action="store_true", help="recompute features; skip the cache"
+def add_evaluation_arguments(parser: argparse.ArgumentParser, modes=None) -> None:
+    """Adds the flags of infer.py and visualize.py; ``--checkpoint`` (required unless it goes
+    into the mutually exclusive group ``modes``), data, how to run the encoder."""
+    (modes or parser).add_argument(
+        "--checkpoint",
+        default="",
+        required=modes is None,
+        help="checkpoint written by main.py (e.g. RESULTS/model_last.ckpt)",
     )
+    add_options(parser, _EVAL_OPTIONS)
+    parser.add_argument("--no-cache", action="store_true", help="recompute features; no cache")
 
 
 def _range_errors(args: argparse.Namespace, positive: str, non_negative: str) -> list[str]:
-    """A message per listed dest that is not > 0 (or not >= 0); absent dests pass."""
+    """A message per listed dest that is not > 0 (or not >= 0)."""
     return [
         f"{dest.replace('_', '-')} must be {'positive' if strict else '>= 0'}, got {value}"
         for names, strict in ((positive, True), (non_negative, False))
         for dest in names.split()
-        if (value := getattr(args, dest, 1)) < 0 or strict and value == 0
+        if (value := getattr(args, dest)) < 0 or strict and value == 0
     ]
 
 
-def resolve_evaluation_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fills unset flags from ``--config``, else the checkpoint's config.yaml, else defaults."""
+def check_ranges(args: argparse.Namespace, positive: str, non_negative: str = "") -> None:
+    """ConfigError listing each of the named dests that is not > 0 (or not >= 0)."""
+    if errors := _range_errors(args, positive, non_negative):
+        raise ConfigError("invalid arguments:\n  " + "\n  ".join(errors))
+
+
+def resolve_evaluation_args(args: argparse.Namespace, more: Sequence[str] = ()) -> None:
+    """Fills unset flags (and the ``more`` dests of the caller) from ``--config``, else the
+    checkpoint's config.yaml, else the training defaults; checks the shared ones."""
     beside = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), CONFIG_NAME)
     path = args.config or beside
     training = load_config_file(path) if args.config or os.path.isfile(path) else {}
     training = {str(key).replace("-", "_"): value for key, value in training.items()}
     defaults = create_parser()
-    read = "dataset data_dir device_target mode workers knn_k knn_t val_split skip_bad_images"
-    for dest in read.split():
-        if getattr(args, dest, 0) is None:
+    shared = "dataset data_dir device_target mode workers val_split skip_bad_images".split()
+    for dest in (*shared, *more):
+        if getattr(args, dest) is None:
             setattr(args, dest, training.get(dest, defaults.get_default(dest)))
-    positive = "batch_size workers knn_k knn_t linear_epochs linear_lr linear_batch_size"
-    if errors := _range_errors(args, positive, "train_subset test_subset"):
-        raise ConfigError("invalid arguments:\n  " + "\n  ".join(errors))
-    return args
+    check_ranges(args, "batch_size workers", "train_subset test_subset")
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def _yaml_defaults(content: dict[str, Any], path: str) -> dict[str, Any]:
     """Parses each YAML entry as flag tokens (``cos: false`` -> ``--no-cos``) with the training
     options; the typed values by dest. ConfigError lists each bad entry on its own line."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    options = _add_options(parser, _OPTIONS)
+    options = add_options(parser, _OPTIONS)
     values, keys, errors = {}, {}, []
     for key, value in content.items():
         key = str(key)
@@ -234,11 +242,9 @@ def validate_config(args: argparse.Namespace) -> None:
         fit = f"e.g. --bn-splits {max(d for d in range(1, bn + 1) if bs % d == 0)}"
         add(f"batch_size {bs} is not a multiple of bn-splits {bn}: BN needs equal splits, {fit}")
     if not 0 <= args.val_split < 1:
-        add(f"val-split must be in (0, 1), or 0 for none; got {args.val_split}")
+        add(f"val-split must be in [0, 1) (0: no hold-out), got {args.val_split}")
     if args.dataset != "folder" and (args.val_split or args.skip_bad_images):
         add("val-split and skip-bad-images apply to --dataset folder only")
-    if 0 < args.train_subset < bs:  # the last incomplete batch is dropped
-        add(f"train-subset {args.train_subset} is smaller than batch_size {bs}: no full batch")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
 
@@ -265,16 +271,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if not args.results_dir:
         resuming = args.resume and args.resume != "auto"
         args.results_dir = os.path.dirname(args.resume) if resuming else default_results_dir()
-    args.image_size = args.image_size or DATASET_INFO[args.dataset].image_size
+    args.image_size = args.image_size or DATASETS[args.dataset].image_size
     if args.stem == "auto":
         args.stem = "imagenet" if args.image_size >= LARGE_IMAGE else "cifar"
     validate_config(args)
     return args
 
 
+def settings(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """The dataclass ``cls`` of ``src/`` from the flags of its field names, and ``values``."""
+    names = {field.name for field in dataclasses.fields(cls)} - set(values)
+    flags = {n: tuple(v) if isinstance(v := getattr(args, n), list) else v for n in names}
+    return cls(**flags, **values)
+
+
 def save_config(args: argparse.Namespace, path: str) -> None:
     """Writes the options (underscore keys, parser order, no ``config``) as ``--config`` YAML."""
-    options = _add_options(argparse.ArgumentParser(), _OPTIONS)
+    options = add_options(argparse.ArgumentParser(), _OPTIONS)
     values = {d: list(v) if isinstance(v := getattr(args, d), tuple) else v for d in options}
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(values, handle, sort_keys=False, default_flow_style=None)

@@ -17,7 +17,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.data.cifar import get_dataset_spec
+from src.data.cifar import CIFAR
 from src.data.stl10 import IMAGE_BYTES, STL10
 
 STL10_CLASSES = "airplane bird car cat deer dog horse monkey ship truck".split()
@@ -172,12 +172,11 @@ def _batch_dict(
 
 
 def _meta_dict(name: str) -> dict[str, Any]:
-    spec = get_dataset_spec(name)
     if name == "cifar10":
         names = CIFAR10_CLASSES
         return {"num_cases_per_batch": 10000, "label_names": names, "num_vis": 3072}
     return {
-        "fine_label_names": [f"fine_class_{i:02d}" for i in range(spec.num_classes)],
+        "fine_label_names": [f"fine_class_{i:02d}" for i in range(CIFAR[name].num_classes)],
         "coarse_label_names": [f"coarse_class_{i:02d}" for i in range(20)],
     }
 
@@ -208,7 +207,7 @@ def write_fake_cifar(
     Returns:
         ``root`` as a Path, ready for ``load_cifar(name, root)``.
     """
-    spec = get_dataset_spec(name)
+    spec = CIFAR[name]
     num_classes = spec.num_classes if num_classes is None else num_classes
     rng = np.random.default_rng(seed)
     folder = Path(root) / spec.folder
@@ -273,6 +272,9 @@ TINY = [
     "3",
 ]
 """A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
+
+
+FAULTY_MAIN = "tests/faulty_main.py"  # main.py with the faults of MOCO_FAULT (tests/faults.py)
 
 
 def run_main(args, timeout=600, env=None, script="main.py"):

@@ -380,7 +380,7 @@ def test_validation_runs_inside_parse_args():
         (["--schedule", "160", "120"], "strictly increasing, got [160, 120]"),
         (["--schedule", "120", "120"], "strictly increasing, got [120, 120]"),
         (["--knn-interval", "-1"], "knn-interval must be >= 0"),
-        (["--train-subset", "100"], "train-subset 100 is smaller than batch_size 512"),
+        (["--val-split", "1"], "val-split must be in [0, 1) (0: no hold-out), got 1.0"),
     ],
 )
 def test_each_invalid_value_is_reported(argv, fragment):
@@ -469,7 +469,7 @@ def test_results_dir_defaults_to_the_resumed_checkpoints_folder():
 
 def evaluation_parser(checkpoint_required=True):
     parser = argparse.ArgumentParser(allow_abbrev=False)
-    add_evaluation_arguments(parser, checkpoint_required)
+    add_evaluation_arguments(parser, None if checkpoint_required else parser.add_argument_group())
     return parser
 
 

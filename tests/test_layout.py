@@ -1,6 +1,7 @@
 """Layers point one way: scripts -> src.train / src.eval -> src.models / src.data -> src.utils.
 
-Nothing under src/ imports a script or the command-line module (src.config).
+Nothing under src/ imports a script or the command-line module (src.config), and nothing below
+the scripts takes the parsed command line: it gets explicit settings.
 """
 
 import ast
@@ -57,3 +58,25 @@ def test_the_check_sees_relative_imports(tmp_path):
         "src.eval.features",
         "src.models",
     }
+
+
+def takes_the_command_line(path: Path) -> list[str]:
+    """The functions of a file with a parameter named ``args`` or typed ``argparse.Namespace``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                typed = arg.annotation is not None and "Namespace" in ast.unparse(arg.annotation)
+                if arg.arg == "args" or typed:
+                    found.append(getattr(node, "name", "lambda"))
+    return found
+
+
+@pytest.mark.parametrize("path", src_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_src_takes_explicit_settings_not_the_command_line(path):
+    assert takes_the_command_line(path) == []
+    assert "faults" not in {name.split(".")[-1] for name in project_imports(path)}
+
+
+def test_the_check_sees_an_args_parameter():
+    assert takes_the_command_line(REPO_ROOT / "src" / "config.py")  # the command-line module

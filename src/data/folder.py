@@ -1,8 +1,8 @@
-"""Reader of a folder of images (``--dataset folder``) into :class:`CifarSplit` s: an ImageFolder
-(label = rank of the sorted class sub-folder name) or, for training only, a flat folder (labels -1,
-classes []); ``train/`` + ``val/`` sub-folders, or a stratified ``val_split``. Pillow decodes, as
-mindspore.dataset on CPU (as fast as ``vision.Decode``, 3x on large JPEGs); images are made RGB,
-resized on the shorter side and centre-cropped: a direct resize would distort their aspect ratio."""
+"""Reader of a folder of images (``--dataset folder``): an ImageFolder (label = rank of the
+sorted class sub-folder name) or, for training only, a flat folder (labels -1, no classes); a
+``val/`` sub-folder or a stratified ``val_split``. Pillow decodes (as fast as ``vision.Decode``
+on CPU, 3x on large JPEGs); images are made RGB, resized on the shorter side and centre-cropped,
+as a direct resize would distort their aspect ratio."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .cifar import CifarSplit, DatasetError
+from ..utils.progress import logger
+from .splits import DatasetError, ImageSplit, Splits
 
 # Compared lower-case; any other file, and any name starting with a dot, is ignored.
 IMAGE_EXTENSIONS = tuple(".bmp .gif .jpeg .jpg .pgm .png .ppm .tif .tiff .webp".split())
 UNLABELED = -1
+VAL_SPLIT_SEED = 0  # val_split holds out the same images in every run and in infer.py
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -66,7 +68,7 @@ def _list_folder(folder: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     return files, np.array(labels, np.int64), classes
 
 
-def _read_split(folder: Path, image_size: int, skip_bad: bool) -> tuple[CifarSplit, list[Path]]:
+def _read_split(folder: Path, image_size: int, skip_bad: bool) -> tuple[ImageSplit, list[Path]]:
     """Decodes every image of ``folder`` (in threads: Pillow decodes without the GIL); returns
     the split and the files skipped as unreadable."""
     files, labels, classes = _list_folder(folder)
@@ -76,16 +78,16 @@ def _read_split(folder: Path, image_size: int, skip_bad: bool) -> tuple[CifarSpl
     if not kept:
         raise DatasetError(f"no image of {folder} is readable")
     skipped = [files[i] for i, array in enumerate(arrays) if array is None]
-    return CifarSplit(np.stack([arrays[i] for i in kept]), labels[kept], classes), skipped
+    return ImageSplit(np.stack([arrays[i] for i in kept]), labels[kept], classes), skipped
 
 
-def _take(split: CifarSplit, mask: np.ndarray) -> CifarSplit:
-    return CifarSplit(split.images[mask], split.labels[mask], split.classes)
+def _take(split: ImageSplit, mask: np.ndarray) -> ImageSplit:
+    return ImageSplit(split.images[mask], split.labels[mask], split.classes)
 
 
-def _hold_out(split: CifarSplit, fraction: float, seed: int) -> tuple[CifarSplit, CifarSplit]:
+def _hold_out(split: ImageSplit, fraction: float) -> tuple[ImageSplit, ImageSplit]:
     """(train, val): ``round(fraction * n)`` random images of each class of ``split`` to val."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(VAL_SPLIT_SEED)
     in_val = np.zeros(len(split), bool)
     for label in range(split.num_classes):
         members = rng.permutation(np.flatnonzero(split.labels == label))
@@ -96,15 +98,16 @@ def _hold_out(split: CifarSplit, fraction: float, seed: int) -> tuple[CifarSplit
 
 
 def load_folder_splits(
-    root: str | os.PathLike, image_size=32, val_split=0.0, seed=0, skip_bad_images=False
-) -> tuple[CifarSplit, CifarSplit | None, list[Path]]:
-    """(train, val, skipped files) of the image folder ``root`` (see the module docstring); val
-    is None without ``val/`` and ``val_split`` (0 = none). DatasetError on a missing folder, no
-    images, a bad image (unless ``skip_bad_images``), an empty class or < 2 classes with a val."""
-    if not 0 <= val_split < 1:
-        raise DatasetError(f"val_split must be in (0, 1), or 0 for none; got {val_split}")
-    if image_size < 1:
-        raise DatasetError(f"image_size must be >= 1, got {image_size}")
+    root: str | os.PathLike,
+    image_size=32,
+    val_split=0.0,
+    skip_bad_images=False,
+    **_,
+) -> Splits:
+    """(train, train, val) of the image folder ``root``: ``train/`` and ``val/`` sub-folders, or
+    ``root`` itself with ``val_split`` of each class held out (val None without either). With
+    ``skip_bad_images``, unreadable images are logged and left out."""
+    assert 0 <= val_split < 1 and image_size >= 1, "checked by src.config"
     root = Path(root)
     layout = (root / "train").is_dir() or (root / "val").is_dir()
     train_dir, val_dir = (root / "train", root / "val") if layout else (root, None)
@@ -112,16 +115,21 @@ def load_folder_splits(
     has_val_dir = val_dir is not None and val_dir.is_dir()
     if has_val_dir and val_split:
         raise DatasetError(f"{val_dir} exists: pass val_split 0, or remove it to use val_split")
-    if not (has_val_dir or val_split):
-        return train, None, skipped
-    if train.num_classes < 2:
+    val = None
+    if (has_val_dir or val_split) and train.num_classes < 2:
         raise DatasetError(
             f"{train_dir} has {train.num_classes} classes; a validation split needs >= 2 class "
             f"sub-folders (label = sorted folder name)"
         )
     if val_split:
-        return (*_hold_out(train, val_split, seed), skipped)
-    val, bad = _read_split(val_dir, image_size, skip_bad_images)
-    if val.classes != train.classes:
-        raise DatasetError(f"{val_dir} has classes {val.classes}, not those of {train_dir}")
-    return train, val, skipped + bad
+        train, val = _hold_out(train, val_split)
+    elif has_val_dir:
+        val, bad = _read_split(val_dir, image_size, skip_bad_images)
+        skipped += bad
+        if val.classes != train.classes:
+            raise DatasetError(f"{val_dir} has classes {val.classes}, not those of {train_dir}")
+    if skipped:
+        logger.warning(
+            "skipped %d unreadable images (--skip-bad-images), e.g. %s", len(skipped), skipped[0]
+        )
+    return Splits(train, train, val)

@@ -1,9 +1,7 @@
-"""``mindspore.dataset`` pipelines for MoCo pre-training and evaluation.
-
-The train pipeline is rebuilt every epoch as a pure function of ``(seed, epoch)``: NumPy decides
-the image order and every view's crop, flip, jitter and grayscale; MindSpore's global dataset
-seed (derived from the same pair) the colour jitter's factors and order, its only random op.
-"""
+"""``mindspore.dataset`` pipelines for MoCo pre-training and evaluation. The train pipeline is
+rebuilt every epoch as a pure function of ``(seed, epoch)``: NumPy decides the image order and
+every view's crop, flip, jitter, grayscale and blur; MindSpore's global dataset seed (derived from
+the same pair) the colour jitter's factors and order, its only random op."""
 
 from __future__ import annotations
 
@@ -13,18 +11,18 @@ import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 import numpy as np
 
-from .cifar import CifarSplit, DatasetError
+from .splits import ImageSplit
 from .transforms import (
     CROP_SCALE,
-    CROP_SIZE,
+    Augmentation,
     colour_jitter,
     crop,
+    eval_transforms,
     finish_views,
     resize,
     sample_blur,
     sample_crop_boxes,
     sample_view_decisions,
-    test_transforms,
 )
 
 TRAIN_COLUMNS = ("im_1", "im_2")
@@ -51,8 +49,7 @@ def view_decisions(
     crop_scale: Sequence[float] = CROP_SCALE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop boxes (num_views, 4) and decisions (num_views, 3) of one epoch's views (two per
-    image, in the epoch's order): a pure function of the arguments, every draw independent.
-    """
+    image, in the epoch's order): a pure function of the arguments, every draw independent."""
     rng = np.random.default_rng([seed, epoch, _DECISION_STREAM])
     boxes = sample_crop_boxes(rng, num_views, height, width, crop_scale)
     return boxes, sample_view_decisions(rng, num_views)
@@ -72,8 +69,7 @@ def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 def shard_positions(num_images: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Positions in the epoch's order of one device's images: rows ``rank * n`` to
-    ``(rank + 1) * n`` of every full global batch, ``n = batch_size / world``.
-    """
+    ``(rank + 1) * n`` of every full global batch, ``n = batch_size / world``."""
     n, steps = batch_size // world, num_images // batch_size
     return np.arange(steps * batch_size).reshape(steps, world, n)[:, rank].reshape(-1)
 
@@ -102,68 +98,26 @@ def _dataset(length: int, row: Callable[[int], tuple], columns: Sequence[str]) -
     )
 
 
-def _split_interleaved_views(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Splits a batch of rows (view 1, view 2, view 1, ...) into the two views."""
-    return np.ascontiguousarray(rows[0::2]), np.ascontiguousarray(rows[1::2])
-
-
-def _check_int(value: object, what: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "positive" if minimum else "non-negative"
-        raise DatasetError(f"{what} must be a {kind} integer, got {value!r}")
-
-
-def two_view_dataset(
-    images: np.ndarray, order: np.ndarray, view_transforms: list, batch_size: int, workers=1
-) -> ds.Dataset:
-    """Columns ``im_1``, ``im_2``: row b of batch i is ``images[order[i * batch_size + b]]``,
-    each view through ``view_transforms`` (``workers`` parallel); drops an incomplete last batch.
-    """
-    # MindSpore seeds every random op from the global seed when the iterator is built, so two
-    # maps of the same ops would draw the same parameters and give two equal views. Instead each
-    # image is emitted twice in a row and ONE map transforms the stream: the copies consume
-    # consecutive random draws. A batch of 2 * batch_size rows is then split into even/odd rows.
-    dataset = _dataset(2 * len(order), lambda i: (images[order[i // 2]],), ["image"])
-    dataset = dataset.map(view_transforms, input_columns=["image"], num_parallel_workers=workers)
-    dataset = dataset.batch(2 * batch_size, drop_remainder=True)
-    return dataset.map(
-        _split_interleaved_views, input_columns=["image"], output_columns=list(TRAIN_COLUMNS)
-    )
-
-
 def create_train_dataset(
-    split: CifarSplit,
-    mean: Sequence[float],
-    std: Sequence[float],
+    split: ImageSplit,
+    augmentation: Augmentation,
     batch_size: int,
     seed: int,
     epoch: int,
     workers: int = 1,
     rank: int = 0,
     world: int = 1,
-    crop_scale: Sequence[float] = CROP_SCALE,
-    image_size: int = CROP_SIZE,
-    blur: bool = False,
 ) -> ds.Dataset:
     """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
-    float32 (B, 3, S, S), S = ``image_size``; on ``world`` devices this one's B / world rows of
-    each (same crops and decisions as on one device). Sets MindSpore's global dataset seed (and
-    reseeds ``random`` and ``numpy.random``), read when the iterator is created: iterate before
-    anything else sets one. Determinism holds for a fixed ``workers`` (checked with 1).
-    ``crop_scale``: the crop's area range (``CROP_SCALE_V2`` for MoCo v2); ``blur``: v2's blur.
-    """
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(seed, "seed", 0)
-    _check_int(epoch, "epoch", 0)
-    if batch_size > len(split):
-        raise DatasetError(
-            f"batch_size {batch_size} is larger than the training split "
-            f"({len(split)} images): use a batch size <= {len(split)}"
-        )
-    if batch_size % world:
-        raise DatasetError(f"batch_size {batch_size} does not split evenly over {world} devices")
+    float32 (B, 3, S, S); on ``world`` devices this one's B / world rows of each (the same views
+    as on one device). Sets MindSpore's global dataset seed, read when the iterator is created:
+    iterate before anything else sets one. Deterministic for a fixed ``workers``."""
+    assert 0 < batch_size <= len(split) and batch_size % world == 0, "checked by src.config"
+    mean, std, blur = augmentation.mean, augmentation.std, augmentation.blur
     images, order = split.images, epoch_order(len(split), seed, epoch)
-    boxes, decisions = view_decisions(2 * len(order), *images.shape[1:3], seed, epoch, crop_scale)
+    boxes, decisions = view_decisions(
+        2 * len(order), *images.shape[1:3], seed, epoch, augmentation.crop_scale
+    )
     sigma = view_blur(2 * len(order), seed, epoch) if blur else np.zeros(2 * len(order), np.float32)
     positions = shard_positions(len(order), batch_size, rank, world)
     ds.config.set_seed(augmentation_seed(seed, epoch, rank))
@@ -172,15 +126,15 @@ def create_train_dataset(
         view = 2 * positions[i // 2] + i % 2
         return crop(images[order[view // 2]], boxes[view]), decisions[view], sigma[view]
 
-    def finish(plain, jittered, decided, blurred):
+    def finish(plain, jittered, decided, blurred):  # rows: view 1, view 2, view 1, ...
         views = finish_views(plain, jittered, decided, mean, std, blurred if blur else None)
-        return _split_interleaved_views(views)
+        return np.ascontiguousarray(views[0::2]), np.ascontiguousarray(views[1::2])
 
     # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
     # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
     dataset = _dataset(2 * len(positions), row, ["image", "decisions", "sigma"])
     dataset = dataset.map(
-        [resize(image_size)], input_columns=["image"], num_parallel_workers=workers
+        [resize(augmentation.image_size)], input_columns=["image"], num_parallel_workers=workers
     )
     dataset = dataset.map(
         [transforms.Duplicate()], input_columns=["image"], output_columns=["image", "jittered"]
@@ -197,7 +151,7 @@ def create_train_dataset(
 
 
 def create_eval_dataset(
-    split: CifarSplit,
+    split: ImageSplit,
     mean: Sequence[float],
     std: Sequence[float],
     batch_size: int,
@@ -206,11 +160,10 @@ def create_eval_dataset(
 ) -> ds.Dataset:
     """Every image of ``split`` once, in order: ``image`` float32 (B, 3, S, S), ``label`` int32;
     the last batch may be smaller. Images are resized (bilinear) to S = ``image_size`` if given
-    and not their size already.
-    """
-    _check_int(batch_size, "batch_size", 1)
+    and not their size already."""
+    assert batch_size > 0, "checked by src.config"
     images, labels = split.images, split.labels
-    ops = test_transforms(mean, std)
+    ops = eval_transforms(mean, std)
     if image_size is not None and images.shape[1:3] != (image_size, image_size):
         ops = [resize(image_size), *ops]
     dataset = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), EVAL_COLUMNS)

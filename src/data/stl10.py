@@ -1,6 +1,6 @@
-"""Reader and download of STL-10 (binary version): 96x96 images in the :class:`CifarSplit` of
-CIFAR. ``train`` (5,000) and ``test`` (8,000) are read into memory; the 2.7 GB ``unlabeled``
-split (100,000) stays on disk as a read-only ``np.memmap``, its pages read when indexed."""
+"""Reader of STL-10 (binary version), 96x96 images. ``train`` (5,000) and ``test`` (8,000) are
+read into memory; the 2.7 GB ``unlabeled`` split (100,000) stays on disk as a read-only
+``np.memmap``, its pages read when indexed."""
 
 from __future__ import annotations
 
@@ -10,20 +10,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from .cifar import (
-    Archive,
-    CifarSplit,
-    DatasetError,
-    Splits,
-    _bad_file,
-    download_archive,
-    require_folder,
-)
+from .archive import Archive, bad_file, require_folder
+from .splits import ImageSplit, Splits
 
 IMAGE_SIZE = 96
 IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE  # R, G, B planes of 96x96, each one column-major
 NUM_CLASSES = 10
-SPLITS = ("train", "test", "unlabeled")
 CLASS_NAMES_FILE = "class_names.txt"
 STL10 = Archive(
     url="http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
@@ -52,7 +44,7 @@ def _read(path: Path, read: Callable[[Path], T]) -> T:
     try:
         return read(path)
     except OSError as error:
-        raise _bad_file(path, f"cannot be read ({error.strerror or error})") from None
+        raise bad_file(path, f"cannot be read ({error.strerror or error})") from None
 
 
 def _images(path: Path) -> np.memmap:
@@ -60,7 +52,7 @@ def _images(path: Path) -> np.memmap:
     size = _read(path, lambda p: p.stat().st_size)
     if size == 0 or size % IMAGE_BYTES:
         problem = f"has {size} bytes, not a positive multiple of {IMAGE_BYTES} (3 x 96 x 96)"
-        raise _bad_file(path, problem)
+        raise bad_file(path, problem)
     return stl10_to_hwc(_read(path, lambda p: np.memmap(p, np.uint8, mode="r")))
 
 
@@ -68,10 +60,10 @@ def _labels(path: Path, images: str, count: int) -> np.ndarray:
     """The labels of a ``*_y.bin`` (uint8 1..10) as int64 0..9; one per image of ``images``."""
     labels = _read(path, lambda p: np.fromfile(p, np.uint8))
     if len(labels) != count:
-        raise _bad_file(path, f"has {len(labels)} labels for the {count} images of {images}")
+        raise bad_file(path, f"has {len(labels)} labels for the {count} images of {images}")
     low, high = labels.min(), labels.max()  # count > 0: _images refuses empty files
     if low < 1 or high > NUM_CLASSES:
-        raise _bad_file(path, f"has labels outside 1..{NUM_CLASSES}: [{low}, {high}]")
+        raise bad_file(path, f"has labels outside 1..{NUM_CLASSES}: [{low}, {high}]")
     return labels.astype(np.int64) - 1
 
 
@@ -80,32 +72,25 @@ def _class_names(path: Path) -> list[str]:
     text = _read(path, lambda p: p.read_text(encoding="utf-8", errors="replace"))
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != NUM_CLASSES:
-        raise _bad_file(path, f"has {len(names)} class names (non-empty lines), not {NUM_CLASSES}")
+        raise bad_file(path, f"has {len(names)} class names (non-empty lines), not {NUM_CLASSES}")
     return names
 
 
-def load_stl10(root: str | os.PathLike, split="train", download=False) -> CifarSplit:
+def load_stl10(root: str | os.PathLike, split="train", download=False) -> ImageSplit:
     """Split ``"train"``, ``"test"`` (in memory, labels 0..9) or ``"unlabeled"`` (read-only
     memmap, labels -1) of STL-10 in ``root``; ``download`` fetches (or extracts) the archive if
-    the folder is incomplete. DatasetError if missing or corrupt."""
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}: use 'train', 'test' or 'unlabeled'")
+    the folder is incomplete."""
     folder = require_folder(STL10, root, download)
     classes = _class_names(folder / CLASS_NAMES_FILE)
     images_file = f"{split}_X.bin"
     images = _images(folder / images_file)
     if split == "unlabeled":
-        return CifarSplit(images, np.full(len(images), -1, np.int64), classes)
+        return ImageSplit(images, np.full(len(images), -1, np.int64), classes)
     labels = _labels(folder / f"{split}_y.bin", images_file, len(images))
-    return CifarSplit(np.ascontiguousarray(images), labels, classes)
+    return ImageSplit(np.ascontiguousarray(images), labels, classes)
 
 
-def load_stl10_splits(root: str | os.PathLike, download=False) -> Splits:
+def load_stl10_splits(root: str | os.PathLike, download=False, **_) -> Splits:
     """(pretrain, bank, queries) = the unlabeled, train and test splits of :func:`load_stl10`."""
     pretrain = load_stl10(root, "unlabeled", download)  # downloads once, if asked
     return Splits(pretrain, load_stl10(root, "train"), load_stl10(root, "test"))
-
-
-def download_stl10(root: str | os.PathLike, url=None, md5=None, timeout=60.0) -> Path:
-    """:func:`download_archive` of STL-10 (``url`` and ``md5`` override the official ones)."""
-    return download_archive(STL10, root, url, md5, timeout)

@@ -1,14 +1,13 @@
-"""Per-view augmentations of the MoCo CIFAR recipe (torchvision's rules) and the normalisation.
-
-The random decisions of a view are drawn in NumPy; pixels go through MindSpore C++ ops. MindSpore
-seeds every random op from the one global seed, so two random ops draw the same numbers in
-lockstep: the training loader keeps a single one, the colour jitter's factors and order.
-"""
+"""Per-view augmentations of the MoCo recipe (torchvision's rules) and the normalisation. A
+view's random decisions are drawn in NumPy, its pixels go through MindSpore C++ ops. MindSpore
+seeds every random op from the one global seed, so two random ops would draw the same numbers in
+lockstep: the training loader keeps a single one, the colour jitter."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import mindspore.dataset.vision as vision
 import numpy as np
@@ -30,12 +29,18 @@ HUE = 0.1
 FLIP, JITTER, GRAYSCALE = 0, 1, 2
 # OpenCV's RGB2GRAY weights (0.299, 0.587, 0.114) in 15-bit fixed point, rounded as OpenCV does.
 _GREY_WEIGHTS = np.array([9798, 19235, 3735], dtype=np.int32)
-_ADJUSTMENTS = (
-    vision.AdjustBrightness,
-    vision.AdjustContrast,
-    vision.AdjustSaturation,
-    vision.AdjustHue,
-)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How the train pipeline makes a view: normalisation (per RGB channel, on the [0, 1] scale),
+    output size, the crop's area range and MoCo v2's blur."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int = CROP_SIZE
+    crop_scale: tuple[float, float] = CROP_SCALE
+    blur: bool = False
 
 
 def sample_crop_boxes(
@@ -48,10 +53,8 @@ def sample_crop_boxes(
 ) -> np.ndarray:
     """``n`` boxes (top, left, height, width), int64 (n, 4), by torchvision's RandomResizedCrop:
     ``CROP_TRIES`` tries of area uniform in ``scale`` * image area, log aspect r uniform in
-    ``log(ratio)``, ``w = round(sqrt(area * r))``, ``h = round(sqrt(area / r))``; the first with
-    ``0 < w <= width``, ``0 < h <= height`` wins, top and left uniform integers. If none fits, a
-    centre crop with the image's aspect ratio clamped to ``ratio``.
-    """
+    ``log(ratio)``; the first box ``round(sqrt(area * r))`` wide, ``round(sqrt(area / r))`` high
+    that fits wins, at a uniform position. Else a centre crop, aspect ratio clamped to ``ratio``."""
     target = height * width * rng.uniform(scale[0], scale[1], size=(n, CROP_TRIES))
     aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, CROP_TRIES)))
     w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
@@ -86,17 +89,6 @@ def sample_blur(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(applied, rng.uniform(*BLUR_SIGMA, size=n), 0.0).astype(np.float32)
 
 
-def sample_jitter(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) draws for ``n`` views: factors (n, 4) of
-    brightness, contrast, saturation (uniform in [0.6, 1.4]) and hue (uniform in [-0.1, 0.1]),
-    and the order (n, 4) in which the four adjustments apply, a uniform random permutation.
-    """
-    low = np.array([1 - BRIGHTNESS, 1 - CONTRAST, 1 - SATURATION, -HUE])
-    high = np.array([1 + BRIGHTNESS, 1 + CONTRAST, 1 + SATURATION, HUE])
-    factors = rng.uniform(low, high, size=(n, 4))
-    return factors, np.argsort(rng.random((n, 4)), axis=1)
-
-
 def crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
     """The ``box`` (top, left, height, width) of a HWC image, contiguous."""
     top, left, height, width = (int(value) for value in box)
@@ -109,15 +101,9 @@ def resize(size: int = CROP_SIZE) -> vision.Resize:
 
 
 def colour_jitter() -> vision.RandomColorAdjust:
-    """ColorJitter(0.4, 0.4, 0.4, 0.1): factors as ``sample_jitter``, in a random order."""
+    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1): brightness, contrast and saturation factors
+    uniform in [0.6, 1.4], hue in [-0.1, 0.1], the four adjustments in a random order."""
     return vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, SATURATION, HUE)
-
-
-def adjust_colours(image: np.ndarray, factors: Sequence[float], order: Sequence[int]) -> np.ndarray:
-    """``colour_jitter`` with given draws (``sample_jitter``): the same MindSpore kernels."""
-    for index in order:
-        image = _ADJUSTMENTS[index](float(factors[index]))(image)
-    return image
 
 
 def grey(images: np.ndarray) -> np.ndarray:
@@ -141,8 +127,8 @@ def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         pad = [(0, 0)] * 4
         pad[axis] = (radius, radius)
         padded, length = np.pad(x, pad, mode="edge"), x.shape[axis]
-        taps = (padded[:, j : j + length] if axis == 1 else padded[:, :, j : j + length]
-                for j in range(2 * radius + 1))  # fmt: skip
+        window = [slice(None)] * axis  # the slice of ``axis`` follows
+        taps = (padded[(*window, slice(j, j + length))] for j in range(2 * radius + 1))
         x = sum(kernels[:, j] * tap for j, tap in enumerate(taps))
     out[chosen] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     return out
@@ -156,13 +142,10 @@ def finish_views(
     std: Sequence[float],
     sigma: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Resized views, uint8 (N, H, W, 3), to normalised float32 (N, 3, H, W) as ``decisions`` say.
-
-    Per view: ``jittered`` or ``plain`` (``JITTER``), mirrored (``FLIP``), grey (``GRAYSCALE``),
-    blurred by ``sigma`` (if given), then ``(x / 255 - mean) / std``. Mirroring after the jitter
-    equals torchvision's order (flip, then jitter): the adjustments act per pixel but for
-    contrast's mean, which a flip keeps; a Gaussian blur is mirror-symmetric too.
-    """
+    """Resized uint8 (N, H, W, 3) views to normalised float32 (N, 3, H, W): ``jittered`` or
+    ``plain`` (``JITTER``), mirrored (``FLIP``), grey (``GRAYSCALE``), blurred by ``sigma``. Flip
+    after jitter equals torchvision's order: the adjustments act per pixel but for contrast's
+    mean, which a flip keeps; a Gaussian blur is mirror-symmetric too."""
     decisions = np.asarray(decisions).astype(bool)
     views = np.where(decisions[:, JITTER, None, None, None], jittered, plain)
     flip, grayscale = decisions[:, FLIP], decisions[:, GRAYSCALE]
@@ -181,51 +164,10 @@ def finish_views(
     return normalised
 
 
-class RandomView:
-    """One augmented view of a uint8 HWC RGB image to a normalised float32 CHW array.
-
-    Every draw, the jitter's included, comes from ``numpy.random.default_rng(seed)``, so views are
-    independent even with MindSpore's global seed set (which makes eager random ops repeat).
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], seed: int | None = None):
-        self._mean, self._std = mean, std
-        self._rng = np.random.default_rng(seed)
-        self._resize = resize()
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        box = sample_crop_boxes(self._rng, 1, image.shape[0], image.shape[1])[0]
-        decisions = sample_view_decisions(self._rng, 1)
-        factors, order = sample_jitter(self._rng, 1)
-        plain = self._resize(crop(image, box))
-        jittered = adjust_colours(plain, factors[0], order[0]) if decisions[0, JITTER] else plain
-        return finish_views(plain[None], jittered[None], decisions, self._mean, self._std)[0]
-
-
-def to_normalized_chw(mean: Sequence[float], std: Sequence[float]) -> list:
-    """Maps uint8 HWC to float32 CHW ``(x / 255 - mean) / std`` (mean, std on the [0, 1] scale)."""
+def eval_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
+    """uint8 HWC to float32 CHW ``(x / 255 - mean) / std``, the normalisation alone."""
     return [
         vision.Rescale(1.0 / 255.0, 0.0),
         vision.Normalize(mean=list(mean), std=list(std)),
         vision.HWC2CHW(),
     ]
-
-
-def train_transforms(mean: Sequence[float], std: Sequence[float], seed: int | None = None) -> list:
-    """Augmentation of ONE view of one image, as in the PyTorch MoCo CIFAR-10 demo, normalised.
-
-    RandomResizedCrop(32, scale (0.08, 1)), horizontal flip (p 0.5), colour jitter
-    (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, every decision independent. For single
-    images (eager, Python per image); ``create_train_dataset`` applies the same steps batch-wise.
-    """
-    return [RandomView(mean, std, seed)]
-
-
-def test_transforms(mean: Sequence[float], std: Sequence[float]) -> list:
-    """Evaluation transform: normalisation only."""
-    return to_normalized_chw(mean, std)
-
-
-# pytest would otherwise try to collect ``test_transforms`` as a test when imported.
-test_transforms.__test__ = False

@@ -1,12 +1,14 @@
 """Feature extraction from a frozen encoder, and the kNN monitor of training."""
 
+from typing import Optional
+
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from ..data import CifarSplit, Splits, create_eval_dataset, dataset_info
-from ..utils.distributed import ONE_DEVICE, Group, gather_shards, shard_indices
+from ..data import ImageSplit, Splits, create_eval_dataset, get_dataset
+from ..utils.distributed import ONE_DEVICE, gather_shards, shard_indices
 from ..utils.progress import Progress
 from .knn import knn_predict, l2_normalize
 from .metrics import topk_accuracy
@@ -64,59 +66,57 @@ def extract_features(
 
 
 class KnnMonitor:
-    """Weighted kNN top-1 (percent) of an encoder: train split as bank, test split as queries.
+    """Weighted kNN top-1 (percent) of an encoder over a labelled bank and queries.
 
     On several devices each extracts its block of both splits and all gather the embeddings.
     """
 
     def __init__(
         self,
-        encoder: nn.Cell,
-        train,
-        test,
-        dataset: str,
-        k: int,
-        t: float,
-        workers: int = 1,
-        image_size: int | None = None,
-        batch_size: int = EVAL_BATCH_SIZE,
-        group: Group = ONE_DEVICE,
+        encoder,
+        bank,
+        queries,
+        normalisation,
+        k,
+        t,
+        workers=1,
+        image_size=None,
+        batch_size=EVAL_BATCH_SIZE,
+        group=ONE_DEVICE,
     ):
         self.network, self.group = BackboneAndEmbedding(encoder), group
-        self.train, self.test, self.k, self.t = train, test, k, t
-        self.info, self.workers, self.batch_size = dataset_info(dataset), workers, batch_size
-        self.image_size = image_size
+        self.bank, self.queries, self.k, self.t = bank, queries, k, t
+        self.mean, self.std = normalisation
+        self.workers, self.batch_size, self.image_size = workers, batch_size, image_size
 
-    def _embedding(self, split: CifarSplit, name: str) -> np.ndarray:
+    def _embedding(self, split: ImageSplit, name: str) -> np.ndarray:
         index = shard_indices(len(split), self.group)
-        shard = CifarSplit(split.images[index], split.labels[index], split.classes)
+        shard = ImageSplit(split.images[index], split.labels[index], split.classes)
         dataset = create_eval_dataset(
-            shard, self.info.mean, self.info.std, self.batch_size, self.workers, self.image_size
+            shard, self.mean, self.std, self.batch_size, self.workers, self.image_size
         )
         features = extract_features(self.network, dataset, self.batch_size, f"kNN [{name}]")
         return gather_shards(features["embedding"], len(split), self.group)
 
     def describe(self) -> str:
-        return (
-            f"{len(self.train)} bank / {len(self.test)} test images, "
-            f"{self.train.num_classes} classes"
-        )
+        bank, queries = len(self.bank), len(self.queries)
+        return f"{bank} bank / {queries} test images, {self.bank.num_classes} classes"
 
     def __call__(self) -> float:
-        bank, queries = self._embedding(self.train, "bank"), self._embedding(self.test, "test")
-        ranked = knn_predict(
-            queries, bank, self.train.labels, self.train.num_classes, self.k, self.t
-        )
-        return topk_accuracy(ranked, self.test.labels, topk=(1,))["top1"]
+        bank = self._embedding(self.bank, "bank")
+        queries = self._embedding(self.queries, "test")
+        classes = self.bank.num_classes
+        ranked = knn_predict(queries, bank, self.bank.labels, classes, self.k, self.t)
+        return topk_accuracy(ranked, self.queries.labels, topk=(1,))["top1"]
 
 
-def create_knn_monitor(encoder: nn.Cell, data: Splits, args, group: Group = ONE_DEVICE):
-    """The training's :class:`KnnMonitor` of ``encoder`` on ``data``'s bank and queries (the
-    bank cut to ``args.knn_bank_subset`` if > 0); None if the data has no labelled queries."""
+def create_knn_monitor(
+    encoder: nn.Cell, data: Splits, dataset: str, k: int, t: float, bank_subset: int = 0, **kwargs
+) -> Optional[KnnMonitor]:
+    """The training's :class:`KnnMonitor` on ``data``'s bank (its first ``bank_subset`` images
+    if > 0) and queries; None without labelled queries. ``kwargs``: those of KnnMonitor."""
     if not data.evaluable:
         return None
-    bank, queries = data.bank, data.queries
-    if args.knn_bank_subset:  # a quicker monitor, not the demo's protocol
-        bank = bank.subset(args.knn_bank_subset)
-    return KnnMonitor(encoder, bank, queries, args.dataset, args.knn_k, args.knn_t,
-                      args.workers, args.image_size, group=group)  # fmt: skip
+    bank = data.bank.subset(bank_subset) if bank_subset else data.bank
+    info = get_dataset(dataset)
+    return KnnMonitor(encoder, bank, data.queries, (info.mean, info.std), k, t, **kwargs)

@@ -1,5 +1,5 @@
-from .moco import MoCo, create_moco
-from .resnet import ARCHS, ResNetCifar, create_backbone
+from .moco import MoCo
+from .resnet import ARCHS, STEMS, ResNetCifar, create_backbone
 from .split_bn import SplitBatchNorm
 
-__all__ = ["ARCHS", "MoCo", "ResNetCifar", "SplitBatchNorm", "create_backbone", "create_moco"]
+__all__ = ["ARCHS", "STEMS", "MoCo", "ResNetCifar", "SplitBatchNorm", "create_backbone"]

@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from ..utils.distributed import ONE_DEVICE, Group
+from ..utils.distributed import ONE_DEVICE
 from .precision import apply_mixed_precision
 from .resnet import create_backbone
 
@@ -156,20 +156,3 @@ class MoCo(nn.Cell):
         loss, k = self.contrastive_loss(im_1, im_2, idx_shuffle[0])
         return loss, k
 
-
-def create_moco(args, group: Group = ONE_DEVICE) -> MoCo:
-    """Builds :class:`MoCo` from a resolved config namespace."""
-    return MoCo(
-        dim=args.moco_dim,
-        K=args.moco_k,
-        m=args.moco_m,
-        T=args.moco_t,
-        arch=args.arch,
-        bn_splits=args.bn_splits,
-        symmetric=args.symmetric,
-        seed=args.seed,
-        group=group,
-        mlp=args.mlp,
-        stem=args.stem,
-        amp_level=args.amp_level,
-    )

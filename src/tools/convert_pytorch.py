@@ -1,10 +1,8 @@
-"""Converts checkpoints between the PyTorch MoCo CIFAR demo (.pth/.pt) and ours (.ckpt).
+"""Converts MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and ours (.ckpt).
 
-``python -m src.tools.convert_pytorch IN OUT``: the direction follows the extensions. BatchNorm's
-weight/bias/running_mean/running_var are our gamma/beta/moving_mean/moving_variance (its
-num_batches_tracked: exported as 0, ignored on import); the queue is C x K there, K x C here;
-encoder_q's SGD buffers are our ``nn.Momentum`` moments. A state_dict does not show ``bn_splits``
-and ``symmetric``: pass the demo run's (``main.py --resume`` checks them).
+``python -m src.tools.convert_pytorch IN OUT``: the direction follows the extensions. A state_dict
+does not show ``bn_splits`` and ``symmetric``: pass the demo run's (``main.py --resume`` checks
+them). The key mappings here serve src/tools/export.py too.
 """
 
 import argparse
@@ -18,33 +16,29 @@ from typing import Any, Callable, Optional
 import mindspore as ms
 import numpy as np
 
-from ..models.resnet import ARCHS
+from ..models import ARCHS, MoCo
 from ..models.split_bn import SCRATCH_PREFIX
 from ..train.checkpoint import MODEL_KEYS, CheckpointError, checkpoint_settings, read_checkpoint
-from ..utils.io import atomic_write
+from ..train.step import create_optimizer
+from . import ConversionError, import_torch, run_tool, write_atomically
 
 PTH_EXTENSIONS, CKPT_EXTENSIONS = (".pth", ".pt"), (".ckpt",)
-BN_TO_TORCH = {
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
+BN_TO_TORCH = dict(
+    gamma="weight", beta="bias", moving_mean="running_mean", moving_variance="running_var"
+)
 NUM_BATCHES_TRACKED = "num_batches_tracked"
 ENCODERS = ("encoder_q.", "encoder_k.")
 QUEUE, QUEUE_PTR, MOMENTS = "queue", "queue_ptr", "moments."
 # The demo's recipe, for what a state_dict does not reveal.
 DEFAULT_BN_SPLITS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY = 8, 0.06, 0.9, 5e-4
 STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
-STEM_WEIGHT = "encoder_q.net.0.weight"
+# An encoder's ``net.N`` (the demo's and ours) as torchvision's ResNet module.
+TORCHVISION = {"0": "conv1", "1": "bn1", "9": "fc"}
+TORCHVISION.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
 IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's, or STL-10's
-_GIVEN_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")  # mlp: read off the tensors
+GIVEN_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")  # mlp: read off the tensors
 
 Schema = Mapping[str, tuple[int, ...]]
-
-
-class ConversionError(ValueError):
-    """A checkpoint cannot be converted: bad file, foreign or missing tensors, wrong shapes."""
 
 
 def torch_name(name: str) -> str:
@@ -75,10 +69,23 @@ def mindspore_state_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]
     return state
 
 
+def torchvision_state(encoder: ms.nn.Cell, with_head: bool = False) -> dict[str, np.ndarray]:
+    """A backbone's tensors (``net.N.*``) under torchvision's ResNet keys; ``fc.*`` only
+    ``with_head``."""
+    ours = {p.name: p.asnumpy() for p in encoder.get_parameters() if SCRATCH_PREFIX not in p.name}
+    state = {}
+    for key, value in mindspore_state_to_torch(ours).items():
+        _, index, rest = key.split(".", 2)
+        if with_head or TORCHVISION[index] != "fc":
+            state[f"{TORCHVISION[index]}.{rest}"] = value
+    return state
+
+
 def torch_state_to_mindspore(
     state_dict: Mapping[str, Any], schema: Schema, what: str = "state_dict"
 ) -> dict[str, np.ndarray]:
-    """The demo's ``state_dict`` (NumPy arrays) as our model tensors, checked against ``schema``."""
+    """The demo's ``state_dict`` (NumPy arrays) as our model tensors, checked against ``schema``;
+    BatchNorm counts are ignored."""
     names = {torch_name(name): name for name in schema if _is_model_tensor(name)}
     state = {k: v for k, v in state_dict.items() if not k.endswith("." + NUM_BATCHES_TRACKED)}
     shapes = {key: tuple(schema[name]) for key, name in names.items()}
@@ -94,20 +101,13 @@ def mindspore_model_state(model: ms.nn.Cell) -> dict[str, np.ndarray]:
 
 def check_against_schema(tensors: Mapping[str, Any], schema: Schema, what: str) -> None:
     """Raises ConversionError listing every unexpected, missing and mismatched name."""
-    wrong = [
-        f"{name} {np.shape(tensors[name])} vs {tuple(schema[name])}"
-        for name in sorted(set(tensors) & set(schema))
-        if np.shape(tensors[name]) != tuple(schema[name])
-    ]
-    problems = [
-        f"{len(names)} {label}: {', '.join(names)}"
-        for label, names in (
-            ("that map onto nothing in the model", sorted(set(tensors) - set(schema))),
-            ("of the model missing", sorted(set(schema) - set(tensors))),
-            ("with another shape", wrong),
-        )
-        if names
-    ]
+    shapes = {n: (np.shape(tensors[n]), tuple(schema[n])) for n in sorted(schema) if n in tensors}
+    names = {
+        "that map onto nothing in the model": sorted(set(tensors) - set(schema)),
+        "of the model missing": sorted(set(schema) - set(tensors)),
+        "with another shape": [f"{n} {a} vs {b}" for n, (a, b) in shapes.items() if a != b],
+    }
+    problems = [f"{len(v)} {label}: {', '.join(v)}" for label, v in names.items() if v]
     if problems:
         raise ConversionError(f"{what} does not fit the model: " + "; ".join(problems))
 
@@ -161,10 +161,9 @@ def torch_optimizer_to_mindspore(
                     buffers[name] = np.asarray(buf, np.float32)
     if leftovers:
         raise ConversionError("optimizer state that maps onto nothing: " + "; ".join(leftovers))
-    lr, momentum = (np.asarray(value, np.float32) for value in (lr, momentum))
     entries = {MOMENTS + name: buf for name, buf in buffers.items()}
-    entries.update(learning_rate=lr, momentum=momentum, global_step=np.zeros(1, np.int32))
-    return entries  # global_step has no counterpart; constant-lr Momentum ignores it
+    entries.update(learning_rate=np.float32(lr), momentum=np.float32(momentum))
+    return {**entries, "global_step": np.zeros(1, np.int32)}  # constant-lr Momentum ignores it
 
 
 def mindspore_optimizer_to_torch(
@@ -199,23 +198,23 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         known = ", ".join(f"{name} {tuple(layers)}" for name, layers in ARCHS.items())
         raise ConversionError(f"encoder_q has {blocks} blocks per stage, none of {known}")
     mlp = "encoder_q.net.9.0.weight" in state_dict
-    stem = "imagenet" if np.shape(state_dict.get(STEM_WEIGHT, ()))[-1:] == (7,) else "cifar"
+    stem_size = np.shape(state_dict.get("encoder_q.net.0.weight", ()))[-1:]
+    stem = "imagenet" if stem_size == (7,) else "cifar"
     return {"arch": arch, "moco_dim": int(dim), "moco_k": int(k), "mlp": mlp, "stem": stem}
 
 
 @functools.lru_cache(maxsize=2)
 def model_schema(arch: str, moco_dim: int, moco_k: int, mlp=False, stem="cifar") -> Schema:
     """``{name: shape}`` that ``save_checkpoint`` writes for a training step of such a model."""
-    from ..models import MoCo
-    from ..train.step import create_optimizer
-
     model = MoCo(dim=moco_dim, K=moco_k, arch=arch, bn_splits=1, mlp=mlp, stem=stem)
     optimizer = create_optimizer(model, DEFAULT_LR, DEFAULT_WEIGHT_DECAY)
     params = [p for cell in (model, optimizer) for p in cell.get_parameters()]
     return MappingProxyType({p.name: p.shape for p in params if SCRATCH_PREFIX not in p.name})
 
 
-def _check_config(found: Mapping[str, Any], given: Mapping[str, Any], source: str) -> None:
+def _settings(found: Mapping, given: Mapping, source: str, epoch: Optional[int]) -> dict:
+    """The epoch and ``MODEL_KEYS`` to record: as ``found`` in ``source``, else as ``given``.
+    ConversionError where a setting given is not the one found."""
     clashes = [
         f"{key}={given[key]!r} but {source} has {found[key]!r}"
         for key in found
@@ -223,17 +222,8 @@ def _check_config(found: Mapping[str, Any], given: Mapping[str, Any], source: st
     ]
     if clashes:
         raise ConversionError("; ".join(clashes))
-
-
-def import_torch():
-    """``torch``, imported on first use; ConversionError if it is not installed."""
-    try:
-        import torch
-    except ImportError as err:
-        raise ConversionError(
-            "reading or writing .pth/.pt needs PyTorch, which is not installed: pip install torch"
-        ) from err
-    return torch
+    epoch = found.get("epoch", 0) if epoch is None else epoch
+    return {"epoch": int(epoch), **{key: found.get(key, given.get(key)) for key in MODEL_KEYS}}
 
 
 def _map_leaves(tree: Any, kind: type, leaf: Callable[[Any], Any]) -> Any:
@@ -242,14 +232,6 @@ def _map_leaves(tree: Any, kind: type, leaf: Callable[[Any], Any]) -> Any:
     if isinstance(tree, (list, tuple)):
         return type(tree)(_map_leaves(value, kind, leaf) for value in tree)
     return leaf(tree) if isinstance(tree, kind) else tree
-
-
-def write_atomically(path: str, write: Callable[[str], Any]) -> None:
-    """``atomic_write(path, write)``, its failures raised as ConversionError."""
-    try:
-        atomic_write(path, write)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise ConversionError(f"cannot write {path}: {err}") from err
 
 
 def convert_pth_to_ckpt(
@@ -282,19 +264,16 @@ def convert_pth_to_ckpt(
             raise ConversionError(f"{in_path}: the {what} is a {type(value).__name__}, not a dict")
 
     config = infer_model_config(state_dict)
-    _check_config(config, {"arch": arch, "moco_dim": moco_dim, "moco_k": moco_k}, in_path)
+    splits = DEFAULT_BN_SPLITS if bn_splits is None else int(bn_splits)
+    given = dict(zip(GIVEN_KEYS, (arch, moco_dim, moco_k, splits, bool(symmetric))))
+    given["image_size"] = IMAGE_SIZES[config["stem"]]
+    found = dict(config, epoch=0 if bare else checkpoint.get("epoch", 0))
+    meta = _settings(found, given, in_path, epoch)
     schema = model_schema(**config)
     entries = torch_state_to_mindspore(state_dict, schema, in_path)
     params = torch_parameter_names(schema)
     entries.update(torch_optimizer_to_mindspore(optimizer, params, schema, lr, momentum))
     check_against_schema(entries, schema, in_path)
-
-    if epoch is None:
-        epoch = 0 if bare else checkpoint.get("epoch", 0)
-    splits = DEFAULT_BN_SPLITS if bn_splits is None else bn_splits
-    image_size = IMAGE_SIZES[config["stem"]]
-    values = dict(config, bn_splits=int(splits), symmetric=bool(symmetric), image_size=image_size)
-    meta = {"epoch": int(epoch), **{key: values[key] for key in MODEL_KEYS}}
     data = [{"name": n, "data": ms.Tensor(np.asarray(entries[n], order="C"))} for n in schema]
     write_atomically(out_path, lambda tmp: ms.save_checkpoint(data, tmp, append_dict=meta))
     return meta
@@ -322,14 +301,10 @@ def convert_ckpt_to_pth(
     values = {name: np.asarray(value) for name, value in saved.items() if name not in found}
     state = mindspore_state_to_torch({k: v for k, v in values.items() if _is_model_tensor(k)})
     config = infer_model_config(state)
-    found.update(config)
-    given = dict(zip(_GIVEN_KEYS, (arch, moco_dim, moco_k, bn_splits, symmetric)))
-    _check_config(found, given, in_path)
+    given = dict(zip(GIVEN_KEYS, (arch, moco_dim, moco_k, bn_splits, symmetric)))
+    meta = _settings({**found, **config}, given, in_path, epoch)
     schema = model_schema(**config)
     check_against_schema(values, schema, in_path)
-
-    meta = {"epoch": int(found.get("epoch", 0) if epoch is None else epoch)}
-    meta.update({key: found.get(key, given.get(key)) for key in MODEL_KEYS})
     sgd = mindspore_optimizer_to_torch(values, torch_parameter_names(schema), weight_decay)
     checkpoint = dict(epoch=meta["epoch"], state_dict=state, optimizer=sgd)
     checkpoint = _map_leaves(checkpoint, np.ndarray, torch.from_numpy)
@@ -337,13 +312,27 @@ def convert_ckpt_to_pth(
     return meta
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the converter; returns 0 on success, 2 on a conversion error."""
-    from ..utils.device import set_device
-    from ..utils.progress import setup_logging
+def _convert(args: argparse.Namespace) -> str:
+    paths = args.input, args.output
+    ext_in, ext_out = (os.path.splitext(path)[1].lower() or "(none)" for path in paths)
+    given = {key: getattr(args, key) for key in (*GIVEN_KEYS, "epoch")}
+    if ext_in in PTH_EXTENSIONS and ext_out in CKPT_EXTENSIONS:
+        direction = "pth->ckpt"
+        meta = convert_pth_to_ckpt(*paths, lr=args.lr, momentum=args.momentum, **given)
+    elif ext_in in CKPT_EXTENSIONS and ext_out in PTH_EXTENSIONS:
+        direction = "ckpt->pth"
+        meta = convert_ckpt_to_pth(*paths, weight_decay=args.wd, **given)
+    else:
+        raise ConversionError(
+            f"cannot tell the direction from the extensions {ext_in} -> {ext_out}: "
+            "use IN.pth/.pt OUT.ckpt or IN.ckpt OUT.pth/.pt"
+        )
+    summary = ", ".join(f"{key} {value}" for key, value in meta.items())
+    return f"wrote {args.output} ({direction}): {summary}"
 
-    logger = setup_logging()
-    set_device("CPU", ms.PYNATIVE_MODE)
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m src.tools.convert_pytorch",
         description="Convert MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and "
@@ -362,28 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for flag, value in (("--lr", DEFAULT_LR), ("--momentum", DEFAULT_MOMENTUM)):
         add(flag, type=float, default=value, help="if the .pth has no optimizer: %(default)s")
     add("--wd", type=float, default=DEFAULT_WEIGHT_DECAY, help="weight decay of an exported SGD")
-    args = parser.parse_args(argv)
-    paths = args.input, args.output
-    ext_in, ext_out = (os.path.splitext(path)[1].lower() or "(none)" for path in paths)
-    common = {key: getattr(args, key) for key in (*_GIVEN_KEYS, "epoch")}
-    try:
-        if ext_in in PTH_EXTENSIONS and ext_out in CKPT_EXTENSIONS:
-            direction = "pth->ckpt"
-            meta = convert_pth_to_ckpt(*paths, lr=args.lr, momentum=args.momentum, **common)
-        elif ext_in in CKPT_EXTENSIONS and ext_out in PTH_EXTENSIONS:
-            direction = "ckpt->pth"
-            meta = convert_ckpt_to_pth(*paths, weight_decay=args.wd, **common)
-        else:
-            raise ConversionError(
-                f"cannot tell the direction from the extensions {ext_in} -> {ext_out}: "
-                "use IN.pth/.pt OUT.ckpt or IN.ckpt OUT.pth/.pt"
-            )
-    except ConversionError as err:
-        logger.error("error: %s", err)
-        return 2
-    summary = ", ".join(f"{key} {value}" for key, value in meta.items())
-    logger.info("wrote %s (%s): %s", args.output, direction, summary)
-    return 0
+    return run_tool(parser, _convert, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
 
-import argparse
 import os
-from typing import Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 import mindspore as ms
 from mindspore import nn
 
 from ..models.split_bn import SCRATCH_PREFIX
-from ..utils import faults
 from ..utils.io import atomic_write
 from .loss_scale import PREFIX as AMP_PREFIX
 
@@ -27,22 +26,28 @@ def _state(cell):
     return {p.name: p for p in cell.get_parameters() if SCRATCH_PREFIX not in p.name}
 
 
-def save_checkpoint(cell: nn.Cell, path: str, epoch: int, args: argparse.Namespace) -> None:
-    """Writes all parameters of ``cell`` (model, queue, optimizer state), the epoch and the
-    model settings, atomically: ``path`` holds either the old or the new state."""
-    meta = {"epoch": int(epoch), **{key: getattr(args, key) for key in MODEL_KEYS}}
+def save_checkpoint(
+    cell: nn.Cell,
+    path: str,
+    epoch: int,
+    model: Mapping[str, Any],
+    on_written: Optional[Callable[[str], None]] = None,
+) -> None:
+    """Writes every parameter of ``cell`` (model, queue, optimizer state), the epoch and the
+    ``MODEL_KEYS`` of ``model`` atomically; ``on_written(tmp)`` runs before the rename."""
+    meta = {"epoch": int(epoch), **{key: model[key] for key in MODEL_KEYS}}
     params = [{"name": name, "data": p} for name, p in _state(cell).items()]
 
     def write(tmp):
         ms.save_checkpoint(params, tmp, append_dict=meta)
-        faults.kill_if_requested(f"checkpoint:{epoch}")
+        if on_written:
+            on_written(tmp)
 
     try:
         atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(
-            f"could not write checkpoint {path}: {err}; "
-            "the previous checkpoint, if any, is unchanged"
+            f"could not write checkpoint {path}: {err}; the previous checkpoint, if any, is unchanged"
         ) from err
 
 
@@ -63,56 +68,44 @@ def _scalar(value):
 
 
 def checkpoint_settings(saved: dict) -> dict:
-    """The epoch and model settings (``MODEL_KEYS``) a read checkpoint records; keys added
-    later have the value that older checkpoints were trained with."""
+    """The epoch and ``MODEL_KEYS`` a read checkpoint records (older files: earlier defaults)."""
     recorded = {key: _scalar(saved[key]) for key in ("epoch", *MODEL_KEYS) if key in saved}
     return {**_EARLIER_DEFAULTS, **recorded}
+
+
+def _listed(names: list, more: str = " ...") -> str:
+    return ", ".join(names[:5]) + (more if len(names) > 5 else "")
 
 
 def load_checkpoint(
     cell: nn.Cell,
     path: str,
-    args: Optional[argparse.Namespace] = None,
+    model: Optional[Mapping[str, Any]] = None,
     prefix: str = "",
     saved: Optional[dict] = None,
 ) -> int:
     """Loads a checkpoint into ``cell`` after checking that it fits; returns its epoch.
 
-    ``args``, if given, must have the checkpoint's model settings. ``prefix`` selects the
-    entries to load, stripped (``"encoder_q."`` restores a bare backbone). ``saved``: the
-    file's content if already read.
+    ``model``, if given, must have the checkpoint's ``MODEL_KEYS``. ``prefix`` selects the
+    entries to load, stripped (``"encoder_q."``: a bare backbone). ``saved``: the file, if read.
     """
     saved = read_checkpoint(path) if saved is None else saved
     settings = checkpoint_settings(saved)
-    for key in MODEL_KEYS:
-        if args is not None and key in settings and settings[key] != getattr(args, key):
+    for key in MODEL_KEYS if model is not None else ():
+        if key in settings and settings[key] != model[key]:
             raise CheckpointError(
                 f"checkpoint {path} is from another model: it has {key}={settings[key]!r}, "
-                f"the config has {key}={getattr(args, key)!r}"
+                f"the config has {key}={model[key]!r}"
             )
     expected = _state(cell)
     found = {name[len(prefix) :]: p for name, p in saved.items() if name.startswith(prefix)}
     # A run resumed in float16 from a float32 checkpoint starts a new loss scale.
     missing = sorted(n for n in set(expected) - set(found) if not n.startswith(AMP_PREFIX))
-    mismatched = sorted(
-        name
-        for name in set(expected) & set(found)
-        if tuple(expected[name].shape) != tuple(found[name].shape)
-    )
-    if missing or mismatched:
-        details = []
-        if missing:
-            details.append(
-                f"missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
-            )
-        if mismatched:
-            details.append(
-                "shape mismatch: "
-                + ", ".join(
-                    f"{n} {tuple(found[n].shape)} vs {tuple(expected[n].shape)}"
-                    for n in mismatched[:5]
-                )
-            )
+    shapes = {n: (tuple(found[n].shape), tuple(expected[n].shape)) for n in expected if n in found}
+    mismatched = sorted(f"{n} {a} vs {b}" for n, (a, b) in shapes.items() if a != b)
+    details = [f"missing: {_listed(missing)}"] if missing else []
+    details += [f"shape mismatch: {_listed(mismatched, '')}"] if mismatched else []
+    if details:
         raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(details)})")
     for name, param in expected.items():
         if name in found:

@@ -1,5 +1,7 @@
 """One MoCo training step as a single compiled cell."""
 
+from typing import Optional
+
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -91,19 +93,21 @@ class MoCoTrainStep(nn.Cell):
             grads = self.grad_reducer(grads)
             loss = self.all_reduce(loss) / self.world
             self._average_bn_statistics()
-        if self.loss_scale is None:
-            grads_finite = ms.amp.all_finite(grads)
-            self.optimizer(grads)
-            self.model.dequeue_and_enqueue(keys)
-            return loss, grads_finite
-        loss = loss / self.loss_scale.loss_scale
-        grads = self.loss_scale.unscale(grads)
+        if self.loss_scale is not None:
+            loss = loss / self.loss_scale.loss_scale
+            grads = self.loss_scale.unscale(grads)
         grads_finite = ms.amp.all_finite(grads)
-        self.loss_scale.adjust(grads_finite)
-        if grads_finite:
-            self.optimizer(grads)
-            self.model.dequeue_and_enqueue(keys)
+        if self.loss_scale is not None:
+            self.loss_scale.adjust(grads_finite)
+            if not grads_finite:
+                return loss, grads_finite
+        self.optimizer(grads)
+        self.model.dequeue_and_enqueue(keys)
         return loss, grads_finite
+
+    def current_loss_scale(self) -> Optional[float]:
+        """The float16 loss scale now (halved at each overflow); None in float32."""
+        return None if self.loss_scale is None else float(self.loss_scale.loss_scale.asnumpy())
 
     def _average_bn_statistics(self):
         for p in self.bn_statistics:

@@ -126,8 +126,8 @@ def gather_shards(shard: np.ndarray, length: int, group: Group) -> np.ndarray:
     return _all_gather()(ms.Tensor(shard)).asnumpy()[:length]
 
 
-def main_text(text: str, group: Group, max_bytes: int = 4096) -> str:
-    """The main device's ``text`` on every device (e.g. a folder name made from the time)."""
+def broadcast_text(text: str, group: Group, max_bytes: int = 4096) -> str:
+    """Broadcasts the main device's ``text`` to every device (e.g. a name made from the time)."""
     if group.size == 1:
         return text
     data = text.encode()

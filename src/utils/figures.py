@@ -1,15 +1,7 @@
 """Figures of evaluation results: a retrieval grid, training curves and an embedding map.
 
-Figures are built on ``matplotlib.figure.Figure`` directly, not through
-``pyplot``: no global state, no display needed, and ``savefig`` renders PNGs
-with Agg. Every figure has a fixed size in inches and is saved at
-:data:`DPI` without tight cropping, so its pixel size is known in advance
-(:func:`retrieval_grid_size`).
-
-Example::
-
-    figure = training_curves_figure([1, 2], [8.1, 7.9], [0, 1, 2], [20.0, 31.5, 35.2])
-    save_figure(figure, "results/training_curve.png")
+Built on ``matplotlib.figure.Figure``, not ``pyplot`` (no global state, no display); each has a
+fixed size in inches and is saved at :data:`DPI` uncropped, so its pixel size is known.
 """
 
 import os
@@ -141,16 +133,16 @@ DEMO_LABEL = "PyTorch demo (published log)"
 
 
 def training_curves_figure(
-    loss_epochs: Sequence[int],
-    losses: Sequence[float],
-    knn_epochs: Sequence[int],
-    knn_top1: Sequence[float],
+    loss: Sequence[tuple[int, float]],
+    knn: Sequence[tuple[int, float]],
     title: str = "",
     reference: bool = False,
 ) -> Figure:
-    """The training loss and the kNN top-1 (epoch 0: initialisation) per epoch, side by side,
-    10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's last epoch, or
-    to epoch 10 for a shorter run (the demo's first ten epochs give its trend)."""
+    """The training loss and the kNN top-1 (epoch 0: initialisation), ``(epoch, value)`` pairs,
+    side by side, 10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's
+    last epoch, or to epoch 10 for a shorter run (the demo's first ten epochs give its trend)."""
+    loss_epochs, losses = [e for e, _ in loss], [v for _, v in loss]
+    knn_epochs, knn_top1 = [e for e, _ in knn], [v for _, v in knn]
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, knn_axes = figure.subplots(1, 2)
     if reference:

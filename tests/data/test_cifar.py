@@ -1,7 +1,8 @@
-"""Tests of src.data.cifar: registry, reader, safe unpickling, download and extraction."""
+"""Tests of src.data.cifar and the registry: reader, safe unpickling, download and extraction."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -22,19 +23,14 @@ from helpers import (
     real_cifar10_root,
     write_fake_cifar,
 )
-from src.data import (
-    DATASETS,
-    CifarSplit,
-    DatasetError,
-    download_cifar,
-    get_dataset_spec,
-    load_cifar,
-    load_data,
-)
-from src.data.cifar import planar_rows_to_hwc
+from src.data import DATASETS, DatasetError, ImageSplit, get_dataset, load_data
+from src.data.archive import download_archive
+from src.data.cifar import CIFAR, load_cifar, planar_rows_to_hwc
+from src.utils.progress import logger, setup_logging
 
-CIFAR10 = get_dataset_spec("cifar10")
-UNREACHABLE = "http://127.0.0.1:9/x.tar.gz"
+CIFAR10 = CIFAR["cifar10"]
+ARCHIVE = CIFAR10.archive.name
+UNREACHABLE = f"http://127.0.0.1:9/{ARCHIVE}"
 
 
 def raw_batch(path: Path) -> dict:
@@ -46,14 +42,34 @@ def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def mirror(url: str, md5: str = CIFAR10.md5):
+    """CIFAR-10's archive at another ``url`` (ending in the official name) and ``md5``."""
+    return dataclasses.replace(CIFAR10.archive, url=url, md5=md5)
+
+
+def download_cifar(root: Path, url: str, md5: str = CIFAR10.md5) -> Path:
+    return download_archive(mirror(url, md5), root)
+
+
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_holds_both_datasets_with_demo_normalisation():
-    assert set(DATASETS) == {"cifar10", "cifar100"}
-    assert CIFAR10.mean == (0.4914, 0.4822, 0.4465) and CIFAR10.std == (0.2023, 0.1994, 0.2010)
-    assert CIFAR10.archive_name == "cifar-10-python.tar.gz"
-    cifar100 = get_dataset_spec("cifar100")
+def test_registry_sizes_and_normalisation():
+    cifar10, cifar100, stl10, folder = (
+        DATASETS[name] for name in ("cifar10", "cifar100", "stl10", "folder")
+    )
+    assert list(DATASETS) == ["cifar10", "cifar100", "stl10", "folder"]
+    assert (cifar10.mean, cifar10.std) == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    assert (cifar100.mean, cifar100.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert (stl10.mean, stl10.std) == (folder.mean, folder.std) == imagenet
+    assert [info.image_size for info in DATASETS.values()] == [32, 32, 96, 32]
+    assert get_dataset("stl10") is stl10
+
+
+def test_cifar_files():
+    assert ARCHIVE == "cifar-10-python.tar.gz"
+    cifar100 = CIFAR["cifar100"]
     assert (cifar100.folder, cifar100.label_key, cifar100.num_classes) == (
         "cifar-100-python",
         "fine_labels",
@@ -62,8 +78,9 @@ def test_registry_holds_both_datasets_with_demo_normalisation():
 
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(DatasetError, match="unknown dataset 'mnist': use cifar10 or cifar100"):
-        get_dataset_spec("mnist")
+    message = "unknown dataset 'mnist': use one of cifar10, cifar100, stl10, folder"
+    with pytest.raises(DatasetError, match=message):
+        get_dataset("mnist")
 
 
 # --------------------------------------------------------------------------- reading
@@ -75,7 +92,7 @@ def test_reader_shapes_dtypes_and_class_names(tmp_path, name):
     train, test = load_cifar(name, root, "train"), load_cifar(name, root, "test")
     assert train.images.shape == (40, 32, 32, 3) and test.images.shape == (12, 32, 32, 3)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
-    assert train.num_classes == DATASETS[name].num_classes == len(train.classes)
+    assert train.num_classes == CIFAR[name].num_classes == len(train.classes)
     expected_first = "airplane" if name == "cifar10" else "fine_class_00"
     assert train.classes[0] == expected_first
 
@@ -83,7 +100,7 @@ def test_reader_shapes_dtypes_and_class_names(tmp_path, name):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_reader_converts_planar_rows_to_hwc_and_keeps_labels(tmp_path, name):
     root = write_fake_cifar(tmp_path, name, n_train=20, n_test=4)
-    spec = get_dataset_spec(name)
+    spec = CIFAR[name]
     raw = raw_batch(root / spec.folder / spec.train_files[0])
     split = load_cifar(name, root, "train")
     data = raw["data"]
@@ -132,8 +149,6 @@ def test_load_data_cuts_each_split_and_zero_means_all(tiny_cifar10):
     assert (len(full_train), len(full_test)) == (64, 32)
     assert np.array_equal(full_train.images[:20], train.images)
     assert np.array_equal(full_test.labels[:7], test.labels)
-    with pytest.raises(DatasetError, match="subsets must be >= 0"):
-        load_data("cifar10", tiny_cifar10, test_subset=-1)
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +194,6 @@ def test_missing_batch_file_is_named(tiny_cifar10):
         f"{path} cannot be read (No such file or directory): "
         f"delete cifar-10-batches-py and pass --download"
     )
-
-
-def test_unknown_split(tiny_cifar10):
-    with pytest.raises(DatasetError, match="unknown split 'val'"):
-        load_cifar("cifar10", tiny_cifar10, "val")
 
 
 # --------------------------------------------------------------------------- corrupt data
@@ -308,7 +318,7 @@ def _make_archive(source_root: Path, archive: Path, extra: tarfile.TarInfo | Non
 @pytest.fixture
 def tiny_archive(tmp_path):
     source = write_fake_cifar(tmp_path / "source", n_train=10, n_test=5)
-    archive = tmp_path / "mirror" / CIFAR10.archive_name
+    archive = tmp_path / "mirror" / ARCHIVE
     archive.parent.mkdir()
     return archive, _make_archive(source, archive)
 
@@ -316,21 +326,21 @@ def tiny_archive(tmp_path):
 def test_download_from_file_url_verifies_and_extracts(tmp_path, tiny_archive):
     archive, md5 = tiny_archive
     root = tmp_path / "data"
-    folder = download_cifar("cifar10", root, url=archive.as_uri(), md5=md5)
+    folder = download_cifar(root, archive.as_uri(), md5)
     assert folder == root / CIFAR10.folder
     assert len(load_cifar("cifar10", root, "train")) == 10
     assert not list(root.glob(".extract-*")) and not list(root.glob("*.part"))
     # A complete folder makes both download paths a no-op, even with an unusable URL.
-    download_cifar("cifar10", root, url=UNREACHABLE)
+    download_cifar(root, UNREACHABLE)
     assert len(load_cifar("cifar10", root, "test", download=True)) == 5
 
 
 def test_incomplete_folder_is_replaced_on_download(tmp_path, tiny_archive):
     archive, md5 = tiny_archive
     root = tmp_path / "data"
-    download_cifar("cifar10", root, url=archive.as_uri(), md5=md5)
+    download_cifar(root, archive.as_uri(), md5)
     (root / CIFAR10.folder / "data_batch_4").unlink()
-    download_cifar("cifar10", root, url=UNREACHABLE, md5=md5)  # the archive is kept in root
+    download_cifar(root, UNREACHABLE, md5)  # the archive is kept in root
     assert len(load_cifar("cifar10", root)) == 10
 
 
@@ -338,8 +348,8 @@ def test_pre_placed_archive_is_used_without_network(tmp_path, tiny_archive):
     archive, md5 = tiny_archive
     root = tmp_path / "data"
     root.mkdir()
-    (root / CIFAR10.archive_name).write_bytes(archive.read_bytes())
-    download_cifar("cifar10", root, url=UNREACHABLE, md5=md5)
+    (root / ARCHIVE).write_bytes(archive.read_bytes())
+    download_cifar(root, UNREACHABLE, md5)
     assert len(load_cifar("cifar10", root, "test")) == 5
 
 
@@ -347,69 +357,72 @@ def test_downloaded_archive_with_wrong_md5_is_deleted(tmp_path, tiny_archive):
     archive, md5 = tiny_archive
     root = tmp_path / "data"
     with pytest.raises(DatasetError) as caught:
-        download_cifar("cifar10", root, url=archive.as_uri())
+        download_cifar(root, archive.as_uri())
     assert str(caught.value) == (
-        f"{root / CIFAR10.archive_name} has md5 {md5}, expected "
-        f"{CIFAR10.archive_md5}: it was deleted, pass --download to retry"
+        f"{root / ARCHIVE} has md5 {md5}, expected "
+        f"{CIFAR10.md5}: it was deleted, pass --download to retry"
     )
-    assert not (root / CIFAR10.archive_name).exists() and not (root / CIFAR10.folder).exists()
+    assert not (root / ARCHIVE).exists() and not (root / CIFAR10.folder).exists()
 
 
 def test_pre_placed_archive_with_wrong_md5_is_not_used(tmp_path, tiny_archive):
     archive, _ = tiny_archive
     root = tmp_path / "data"
     root.mkdir()
-    (root / CIFAR10.archive_name).write_bytes(archive.read_bytes())
-    with pytest.raises(DatasetError, match=f"expected {CIFAR10.archive_md5}: it was not used"):
+    (root / ARCHIVE).write_bytes(archive.read_bytes())
+    with pytest.raises(DatasetError, match=f"expected {CIFAR10.md5}: it was not used"):
         load_cifar("cifar10", root, download=True)
-    assert (root / CIFAR10.archive_name).exists() and not (root / CIFAR10.folder).exists()
+    assert (root / ARCHIVE).exists() and not (root / CIFAR10.folder).exists()
 
 
 def test_unreachable_url_gives_manual_instructions(tmp_path):
     with pytest.raises(DatasetError) as caught:
-        download_cifar("cifar10", tmp_path, url=UNREACHABLE, timeout=5)
+        download_cifar(tmp_path, UNREACHABLE)
     message = str(caught.value)
     assert message.startswith(f"cannot download {UNREACHABLE} (")
-    assert message.endswith(f"put cifar-10-python.tar.gz (md5 {CIFAR10.archive_md5}) in {tmp_path}")
+    assert message.endswith(f"put cifar-10-python.tar.gz (md5 {CIFAR10.md5}) in {tmp_path}")
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("member_name", ["../evil", f"{CIFAR10.folder}/../../evil"])
 def test_archive_members_outside_the_folder_are_refused(tmp_path, member_name):
     source = write_fake_cifar(tmp_path / "source", n_train=5, n_test=5)
-    archive = tmp_path / "bad.tar.gz"
+    archive = tmp_path / "bad" / ARCHIVE
+    archive.parent.mkdir()
     member = tarfile.TarInfo(member_name)
     member.size = 1
     md5 = _make_archive(source, archive, member)
     root = tmp_path / "a" / "b" / "data"
     with pytest.raises(DatasetError, match=r"cannot extract .*\(OutsideDestinationError: .*evil"):
-        download_cifar("cifar10", root, url=archive.as_uri(), md5=md5)
+        download_cifar(root, archive.as_uri(), md5)
     assert not (tmp_path / "a" / "evil").exists() and not (tmp_path / "a" / "b" / "evil").exists()
     assert not (root / CIFAR10.folder).exists() and not list(root.glob(".extract-*"))
 
 
 def test_absolute_member_stays_inside_the_staging_folder(tmp_path):
     source = write_fake_cifar(tmp_path / "source", n_train=5, n_test=5)
-    archive = tmp_path / "absolute.tar.gz"
+    archive = tmp_path / "absolute" / ARCHIVE
+    archive.parent.mkdir()
     target = tmp_path / "evil"
     member = tarfile.TarInfo(str(target))
     member.size = 1
     md5 = _make_archive(source, archive, member)
-    download_cifar("cifar10", tmp_path / "data", url=archive.as_uri(), md5=md5)
+    download_cifar(tmp_path / "data", archive.as_uri(), md5)
     assert not target.exists() and len(load_cifar("cifar10", tmp_path / "data")) == 5
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
-    assert names == [CIFAR10.folder, CIFAR10.archive_name]
+    assert names == [CIFAR10.folder, ARCHIVE]
 
 
 @pytest.mark.parametrize("link", ["/etc", "../../.."])
 def test_archive_with_escaping_symlink_is_refused(tmp_path, link):
     source = write_fake_cifar(tmp_path / "source", n_train=5, n_test=5)
-    archive = tmp_path / "link.tar.gz"
+    archive = tmp_path / "link" / ARCHIVE
+    archive.parent.mkdir()
     member = tarfile.TarInfo(f"{CIFAR10.folder}/escape")
     member.type, member.linkname = tarfile.SYMTYPE, link
     md5 = _make_archive(source, archive, member)
     with pytest.raises(DatasetError, match=r"cannot extract .*\(\w*Link\w*Error: .*escape"):
-        download_cifar("cifar10", tmp_path / "data", url=archive.as_uri(), md5=md5)
+        download_cifar(tmp_path / "data", archive.as_uri(), md5)
     assert not (tmp_path / "data" / CIFAR10.folder).exists()
 
 
@@ -417,31 +430,54 @@ def test_python_without_tar_data_filter_refuses_to_extract(tmp_path, tiny_archiv
     archive, md5 = tiny_archive
     monkeypatch.delattr(tarfile, "data_filter")
     with pytest.raises(DatasetError, match="cannot extract .* safely"):
-        download_cifar("cifar10", tmp_path / "data", url=archive.as_uri(), md5=md5)
+        download_cifar(tmp_path / "data", archive.as_uri(), md5)
     assert not (tmp_path / "data" / CIFAR10.folder).exists()
 
 
 def test_archive_without_the_data_files_is_rejected(tmp_path):
-    archive = tmp_path / "empty.tar.gz"
+    archive = tmp_path / "empty" / ARCHIVE
+    archive.parent.mkdir()
     with tarfile.open(archive, "w:gz"):
         pass
-    message = f"{CIFAR10.archive_name} lacks {CIFAR10.folder}/data_batch_1, data_batch_2, "
+    message = f"{ARCHIVE} lacks {CIFAR10.folder}/data_batch_1, data_batch_2, "
     with pytest.raises(DatasetError, match=message):
-        download_cifar("cifar10", tmp_path / "data", url=archive.as_uri(), md5=md5_of(archive))
+        download_cifar(tmp_path / "data", archive.as_uri(), md5_of(archive))
 
 
 def test_corrupt_archive_is_rejected(tmp_path):
-    archive = tmp_path / "corrupt.tar.gz"
+    archive = tmp_path / "corrupt" / ARCHIVE
+    archive.parent.mkdir()
     archive.write_bytes(b"\x1f\x8b" + os.urandom(500))
     with pytest.raises(DatasetError) as caught:
-        download_cifar("cifar10", tmp_path / "data", url=archive.as_uri(), md5=md5_of(archive))
+        download_cifar(tmp_path / "data", archive.as_uri(), md5_of(archive))
     assert str(caught.value) == (
-        f"cannot extract {tmp_path / 'data' / CIFAR10.archive_name} "
+        f"cannot extract {tmp_path / 'data' / ARCHIVE} "
         f"(ReadError: file could not be opened successfully): "
         f"delete it and pass --download again"
     )
 
 
 def test_hand_built_split_needs_no_file():
-    split = CifarSplit(np.zeros((3, 32, 32, 3), np.uint8), np.array([0, 1, 1]), ["a", "b"])
+    split = ImageSplit(np.zeros((3, 32, 32, 3), np.uint8), np.array([0, 1, 1]), ["a", "b"])
     assert (len(split), split.num_classes, len(split.subset(2))) == (3, 2, 2)
+
+
+@pytest.fixture
+def moco_logger():
+    """Restores the ``moco`` logger that a test configures with ``setup_logging``."""
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_download_is_logged_to_stderr(tmp_path, tiny_archive, monkeypatch, moco_logger, capfd):
+    archive, md5 = tiny_archive
+    monkeypatch.setitem(
+        CIFAR, "cifar10", dataclasses.replace(CIFAR10, url=archive.as_uri(), md5=md5)
+    )
+    setup_logging()
+    splits = load_data("cifar10", tmp_path / "data", download=True)
+    assert (len(splits.bank), len(splits.queries)) == (10, 5)
+    assert (
+        f"downloading {archive.as_uri()} to {tmp_path / 'data' / ARCHIVE}" in capfd.readouterr().err
+    )

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import dump_cifar_pickle, write_fake_cifar
-from src.data import DatasetError, load_cifar
+from src.data import DatasetError
+from src.data.cifar import load_cifar
 
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -1,11 +1,10 @@
 """Tests for src.eval.features: one pass gives backbone features and the kNN embedding."""
 
-from types import SimpleNamespace
-
 import mindspore as ms
 import numpy as np
 
-from src.data import CifarSplit, Splits, create_eval_dataset, get_dataset_spec, load_cifar
+from src.data import ImageSplit, Splits, create_eval_dataset, get_dataset
+from src.data.cifar import load_cifar
 from src.eval.features import (
     BackboneAndEmbedding,
     KnnMonitor,
@@ -18,7 +17,7 @@ from src.models import create_backbone
 
 def test_one_pass_gives_backbone_features_and_the_normalised_embedding(tiny_cifar10):
     split = load_cifar("cifar10", tiny_cifar10, "test").subset(12)
-    spec = get_dataset_spec("cifar10")
+    spec = get_dataset("cifar10")
     encoder = create_backbone("resnet18", num_classes=16, bn_splits=2)
     dataset = create_eval_dataset(split, spec.mean, spec.std, 8)  # 12 = 8 + a padded 4
     features = extract_features(BackboneAndEmbedding(encoder), dataset, 8)
@@ -38,8 +37,8 @@ def test_knn_monitor_is_the_knn_of_the_extracted_features(tiny_cifar10):
     train = load_cifar("cifar10", tiny_cifar10, "train")
     test = load_cifar("cifar10", tiny_cifar10, "test")
     encoder = create_backbone("resnet18", num_classes=16, bn_splits=2)
-    monitor = KnnMonitor(encoder, train, test, "cifar10", k=5, t=0.1, batch_size=16)
-    spec = get_dataset_spec("cifar10")
+    spec = get_dataset("cifar10")
+    monitor = KnnMonitor(encoder, train, test, (spec.mean, spec.std), k=5, t=0.1, batch_size=16)
     bank, queries = (
         extract_features(monitor.network, create_eval_dataset(split, spec.mean, spec.std, 16), 16)
         for split in (train, test)
@@ -54,13 +53,12 @@ def test_monitor_needs_labelled_queries_and_can_take_a_bank_subset(tiny_cifar10)
     train = load_cifar("cifar10", tiny_cifar10, "train")
     test = load_cifar("cifar10", tiny_cifar10, "test")
     encoder = create_backbone("resnet18", num_classes=16, bn_splits=2)
-    args = SimpleNamespace(dataset="cifar10", knn_k=5, knn_t=0.1, workers=1, image_size=32,
-                           knn_bank_subset=0)  # fmt: skip
-    assert len(create_knn_monitor(encoder, Splits(train, train, test), args).train) == len(train)
-    args.knn_bank_subset = 10
-    monitor = create_knn_monitor(encoder, Splits(train, train, test), args)
-    assert monitor.train.images.base is train.images  # the first 10, not a copy
+    settings = dict(dataset="cifar10", k=5, t=0.1, image_size=32)
+    data = Splits(train, train, test)
+    assert len(create_knn_monitor(encoder, data, **settings).bank) == len(train)
+    monitor = create_knn_monitor(encoder, data, bank_subset=10, **settings)
+    assert monitor.bank.images.base is train.images  # the first 10, not a copy
     assert monitor.describe() == f"10 bank / {len(test)} test images, 10 classes"
-    assert create_knn_monitor(encoder, Splits(train, train, None), args) is None
-    unlabeled = CifarSplit(train.images, np.full(len(train), -1), [])
-    assert create_knn_monitor(encoder, Splits(unlabeled, unlabeled, test), args) is None
+    assert create_knn_monitor(encoder, Splits(train, train, None), **settings) is None
+    unlabeled = ImageSplit(train.images, np.full(len(train), -1), [])
+    assert create_knn_monitor(encoder, Splits(unlabeled, unlabeled, test), **settings) is None

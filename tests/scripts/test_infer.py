@@ -32,7 +32,7 @@ def pynative_afterwards():
 def test_knn_end_to_end(knn_run):
     proc, json_path = knn_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Features [train]" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Features [bank]" in proc.stderr and "Traceback" not in proc.stderr
     assert "kNN (k=5, t=0.1) top-1" in proc.stdout and json_path in proc.stdout
     with open(json_path) as f:
         result = json.load(f)

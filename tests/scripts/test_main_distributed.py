@@ -10,13 +10,22 @@ import time
 import numpy as np
 import pytest
 
-from helpers import TINY, checkpoint_arrays, free_port, read_log, run_main, run_msrun
+from helpers import (
+    FAULTY_MAIN,
+    TINY,
+    checkpoint_arrays,
+    free_port,
+    read_log,
+    run_main,
+    run_msrun,
+)
 
 KILL_BOUND = 120  # seconds from launch until msrun returns after a worker is killed
 
 
 def distributed_main(data_root, results, log_dir, *extra, env=None, port=None):
-    args = ["main.py", "--data-dir", data_root, "--epochs", "2", "--results-dir", results]
+    script = FAULTY_MAIN if env and "MOCO_FAULT" in env else "main.py"
+    args = [script, "--data-dir", data_root, "--epochs", "2", "--results-dir", results]
     return run_msrun([*args, *TINY, *extra, "--distribute"], log_dir=log_dir, env=env, port=port)
 
 

@@ -5,7 +5,7 @@ import signal
 
 import numpy as np
 
-from helpers import TINY, checkpoint_arrays, read_log, run_main
+from helpers import FAULTY_MAIN, TINY, checkpoint_arrays, read_log, run_main
 
 
 def without_seconds(rows):
@@ -30,6 +30,7 @@ def run_with_fault(data_root, results, fault):
             *TINY,
         ],
         env=env,
+        script=FAULTY_MAIN,
     )
 
 

@@ -86,10 +86,13 @@ def test_embedding_figure_has_a_legend_of_the_classes_and_colours_by_label():
 
 
 def test_embedding_bad_inputs_are_clear_errors(tmp_path, capsys, monkeypatch):
-    for argv in (["--embedding"], ["--embedding", "--curves", str(tmp_path)]):
+    for argv, message in (
+        (["--embedding"], "one of the arguments --checkpoint --curves is required"),
+        (["--embedding", "--curves", str(tmp_path)], "--embedding draws a checkpoint's map"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             visualize.main(argv)
-        assert exit_.value.code == 2 and "give exactly one of" in capsys.readouterr().err
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
     argv = ["--embedding", "--checkpoint", str(tmp_path / "nope.ckpt")]
     code, _, err = run_visualize([*argv, "--embedding-points", "1"], capsys)
     assert code == 2 and "--embedding-points must be at least 2" in err
@@ -106,19 +109,6 @@ def test_training_curves_png(trained, tmp_path, capsys):
     assert out.strip() == str(output) and png_size(output) == (10 * DPI, 4 * DPI)
 
 
-def test_training_log_keeps_the_initial_knn_without_a_loss(tmp_path):
-    (tmp_path / "log.csv").write_text(
-        "epoch,lr,loss,knn_top1,seconds\n0,,,12.50,\n1,0.06,8.1,20.00,30.0\n2,0.06,7.9,,31.0\n"
-    )
-    loss, knn = visualize.read_training_log(str(tmp_path / "log.csv"))
-    assert loss == [(1, 8.1), (2, 7.9)]
-    assert knn == [(0, 12.5), (1, 20.0)]
-    (tmp_path / "eval_knn.json").write_text('{"epoch": 2, "knn_top1": 21.5}')  # infer.py's
-    assert visualize.read_training_log(str(tmp_path / "log.csv"))[1][-1] == (2, 21.5)
-    (tmp_path / "eval_knn.json").write_text('{"epoch": 1, "knn_top1": 21.5}')  # the log's wins
-    assert visualize.read_training_log(str(tmp_path / "log.csv"))[1] == knn
-
-
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     code, _, err = run_visualize(["--checkpoint", str(tmp_path / "nope.ckpt")], capsys)
     assert code == 2 and "checkpoint not found" in err and "Traceback" not in err
@@ -126,20 +116,11 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert code == 2 and "training log not found" in err
     with pytest.raises(SystemExit) as exit_:
         visualize.main(["--curves", str(tmp_path), "--checkpoint", "x.ckpt"])
-    assert exit_.value.code == 2
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-def test_the_demos_curve_is_drawn_for_the_demos_recipe(trained, tmp_path, capsys):
-    from src.config import parse_args, save_config
-
-    args = parse_args(["--config", visualize.DEMO_RECIPE, "--results-dir", str(tmp_path)])
-    save_config(args, str(tmp_path / "config.yaml"))
+def test_the_demos_curve_is_drawn_on_request(tmp_path, capsys):
     (tmp_path / "log.csv").write_text("epoch,lr,loss,knn_top1,seconds\n0,,,36.57,\n")
-    assert visualize.is_demo_recipe(str(tmp_path))
-    assert not visualize.is_demo_recipe(os.path.dirname(trained[1]))  # a tiny recipe
-    code, out, err = run_visualize(["--curves", str(tmp_path)], capsys)
+    code, out, err = run_visualize(["--curves", str(tmp_path), "--reference"], capsys)
     assert code == 0, err
     assert png_size(out.strip()) == (10 * DPI, 4 * DPI)
-    args.batch_size = 256
-    save_config(args, str(tmp_path / "config.yaml"))
-    assert not visualize.is_demo_recipe(str(tmp_path))

@@ -8,7 +8,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from helpers import TINY, checkpoint_arrays, run_main
+from helpers import FAULTY_MAIN, TINY, checkpoint_arrays, run_main
 from src.models import MoCo
 from src.train.checkpoint import load_checkpoint, save_checkpoint
 from src.train.loop import shuffle_permutations
@@ -81,7 +81,7 @@ def test_overflow_skips_the_update_and_the_keys_and_halves_the_scale(runs, tmp_p
     assert o2["kept"] and o2["queue_kept"]  # no SGD update, no keys enqueued
     assert o2["next_finite"] and o2["next_trained"]  # the next step trains, at the halved scale
     # The scale is checkpointed; a float32 checkpoint resumes in float16 with a new scale.
-    args = argparse_namespace()
+    args = model_settings()
     save_checkpoint(o2["step"], str(tmp_path / "amp.ckpt"), 1, args)
     assert checkpoint_arrays(str(tmp_path / "amp.ckpt"))["amp_loss_scale"] == 2.0**15
     _, fresh = build("O2")
@@ -93,11 +93,17 @@ def test_overflow_skips_the_update_and_the_keys_and_halves_the_scale(runs, tmp_p
     assert float(fresh.loss_scale.loss_scale.asnumpy()) == 2.0**15  # kept: not in the file
 
 
-def argparse_namespace():
-    from types import SimpleNamespace
-
-    return SimpleNamespace(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False,
-                           mlp=False, stem="cifar", image_size=32)  # fmt: skip
+def model_settings():
+    return dict(
+        arch="resnet18",
+        moco_dim=16,
+        moco_k=32,
+        bn_splits=4,
+        symmetric=False,
+        mlp=False,
+        stem="cifar",
+        image_size=32,
+    )
 
 
 def test_loss_scale_halves_on_overflow_and_doubles_after_a_window():
@@ -118,7 +124,9 @@ def test_main_skips_and_counts_an_overflowed_step(data_root, tmp_path):
     results = str(tmp_path / "run")
     env = dict(os.environ, MOCO_FAULT="inf:step:1:2")
     args = ["--data-dir", data_root, "--epochs", "1", "--results-dir", results, *TINY]
-    proc = run_main([*args, "--amp-level", "O2", "--knn-interval", "0"], env=env)
+    proc = run_main(
+        [*args, "--amp-level", "O2", "--knn-interval", "0"], env=env, script=FAULTY_MAIN
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
         "epoch 1: 1 of 3 steps overflowed in float16 and were skipped (loss scale now 32768)"

@@ -3,7 +3,6 @@
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -16,16 +15,25 @@ from src.train.step import MoCoTrainStep, create_optimizer
 
 
 def config(**overrides):
-    values = dict(arch="resnet18", moco_dim=16, moco_k=32, bn_splits=4, symmetric=False, mlp=False,
-                  stem="cifar", image_size=32)  # fmt: skip
-    values.update(overrides)
-    return SimpleNamespace(**values)
+    values = dict(
+        arch="resnet18",
+        moco_dim=16,
+        moco_k=32,
+        bn_splits=4,
+        symmetric=False,
+        mlp=False,
+        stem="cifar",
+        image_size=32,
+    )
+    return {**values, **overrides}
 
 
 def build(seed=0, **overrides):
     args = config(**overrides)
     ms.set_seed(seed)
-    model = MoCo(args.moco_dim, args.moco_k, bn_splits=args.bn_splits, seed=seed, mlp=args.mlp)
+    model = MoCo(
+        args["moco_dim"], args["moco_k"], bn_splits=args["bn_splits"], seed=seed, mlp=args["mlp"]
+    )
     return MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), args
 
 
@@ -33,7 +41,7 @@ def test_round_trip_restores_everything(tmp_path):
     step, args = build(seed=0)
     step.model.queue_ptr.set_data(ms.Tensor([16], ms.int32))
     path = str(tmp_path / "model_last.ckpt")
-    ckpt.save_checkpoint(step, path, epoch=7, args=args)
+    ckpt.save_checkpoint(step, path, epoch=7, model=args)
     assert os.listdir(tmp_path) == ["model_last.ckpt"]  # no temporary file left
 
     other, _ = build(seed=1)
@@ -113,7 +121,7 @@ def test_entries_are_those_earlier_versions_wrote(tmp_path):
     expected = json.loads((Path(__file__).parent / "checkpoint_format_v1.json").read_text())
     step, args = build()
     path = str(tmp_path / "model_last.ckpt")
-    ckpt.save_checkpoint(step, path, epoch=3, args=args)
+    ckpt.save_checkpoint(step, path, epoch=3, model=args)
     written = {
         name: value if isinstance(value, str) else list(value.shape)
         for name, value in ms.load_checkpoint(path).items()

@@ -1,16 +1,16 @@
 """Launcher checks, sharding and rank-targeted faults, without starting msrun."""
 
+import faults
 import numpy as np
 import pytest
 
-from src.utils import faults
 from src.utils.device import DeviceError
 from src.utils.distributed import (
     ONE_DEVICE,
     Group,
+    broadcast_text,
     gather_shards,
     init_distributed,
-    main_text,
     shard_indices,
 )
 
@@ -25,7 +25,7 @@ def test_shards_are_equal_blocks_that_cover_the_range_in_order(length, size):
 
 def test_one_device_needs_no_collective():
     assert gather_shards(np.arange(6).reshape(3, 2), 2, ONE_DEVICE).tolist() == [[0, 1], [2, 3]]
-    assert main_text("./cache-moco", ONE_DEVICE) == "./cache-moco"
+    assert broadcast_text("./cache-moco", ONE_DEVICE) == "./cache-moco"
 
 
 def test_launcher_and_flag_must_agree(monkeypatch):
