@@ -4,8 +4,6 @@ FLOPs count convolutions and matmuls only, 2 per multiply-accumulate (BN, ReLU, 
 the optimizer's element-wise updates are left out: they are memory-bound and small).
 """
 
-from __future__ import annotations
-
 import math
 import re
 import statistics
@@ -16,29 +14,26 @@ FLOPS_PER_CYCLE = 32
 
 
 def layer_flops(out_shape: Sequence[int], weight_shape: Sequence[int]) -> int:
-    """2 x MACs of a convolution (weight O x I/groups x kh x kw) or dense layer (weight O x I):
-    every output element takes ``prod(weight_shape[1:])`` multiply-accumulates.
-    """
+    """A convolution (weight O x I/groups x kh x kw) or dense layer (O x I): per output element
+    ``prod(weight_shape[1:])`` multiply-accumulates."""
     return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
 
 
 def forward_flops(layers: Iterable[tuple[Sequence[int], Sequence[int]]]) -> int:
-    """FLOPs of a forward pass: the sum over its ``(out_shape, weight_shape)`` layers."""
+    """A forward pass: the sum over its ``(out_shape, weight_shape)`` layers."""
     return sum(layer_flops(out, weight) for out, weight in layers)
 
 
 def step_flops(encoder_flops: int, batch: int, dim: int, queue: int) -> int:
-    """FLOPs of one MoCo training step of ``batch`` images, ``encoder_flops`` per image.
-
-    Rule: the query side (encoder_q forward plus the N x dim x (1 + K) logits) counts 3 times,
-    forward and backward = 2 x forward; encoder_k runs forward only. So about 4 x the forward.
-    """
+    """One MoCo training step of ``batch`` images, ``encoder_flops`` per image: the query side
+    (encoder_q forward plus the N x dim x (1 + K) logits) counts 3 times (forward and backward
+    = 2 x forward), encoder_k once (forward only). So about 4 x the forward."""
     query = batch * encoder_flops + 2 * batch * dim * (queue + 1)
     return 3 * query + batch * encoder_flops
 
 
 def knn_flops(queries: int, bank: int, dim: int) -> int:
-    """FLOPs of the kNN's similarity matmul (queries x dim times dim x bank); the top-k is not."""
+    """The kNN's similarity matmul (queries x dim times dim x bank); the top-k is not counted."""
     return 2 * queries * bank * dim
 
 
@@ -51,9 +46,9 @@ def cpu_mhz(cpuinfo: str, lscpu: str = "") -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def peak_flops(cores: int, mhz: float, per_cycle: int = FLOPS_PER_CYCLE) -> float:
+def peak_flops(cores: int, mhz: float) -> float:
     """FP32 peak in FLOP/s: cores x clock x FLOP per cycle."""
-    return cores * mhz * 1e6 * per_cycle
+    return cores * mhz * 1e6 * FLOPS_PER_CYCLE
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -73,12 +68,12 @@ def monitor_share(eval_img_s: float, step_img_s: float, train=50_000, test=10_00
     return {"monitor_s": monitor, "train_s": epoch, "share": monitor / (monitor + epoch)}
 
 
-def _number(value: float | None, digits: int = 1) -> str:
+def _number(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _cell(stats: dict | None) -> str:
-    """``median (min-max)`` with precision to suit the magnitude."""
+def _cell(stats: dict) -> str:
+    """``median (min-max)`` with precision to suit the magnitude; ``-`` without ``stats``."""
     if not stats:
         return "-"
     digits = 2 if stats["median"] < 10 else 1 if stats["median"] < 100 else 0
@@ -86,42 +81,19 @@ def _cell(stats: dict | None) -> str:
     return f"{_number(stats['median'], digits)} ({low}-{high})"
 
 
-def _pair(row: dict, key: str, digits: int = 1) -> str:
-    """``ours / theirs`` of one per-configuration value."""
-    return " / ".join(
-        _number((row.get(side) or {}).get(key), digits) for side in ("ours", "theirs")
-    )
-
-
-COLUMNS = (
-    ("what", 43),
-    ("batch", 6),
-    ("unit", 6),
-    ("ours (min-max)", 22),
-    ("theirs (min-max)", 22),
-    ("ours/theirs", 12),
-    ("RSS MiB", 14),
-    ("compile s", 12),
-    ("% of peak", 12),
-)
+HEADER = "what", "batch", "unit", "ours (min-max)", "theirs (min-max)", "ours/theirs"
+HEADER += "RSS MiB", "compile s", "% of peak"
+WIDTHS = 43, 6, 6, 22, 22, 12, 14, 12, 12
+PAIRS = ("rss_mib", 0), ("compile_s", 1), ("peak_pct", 1)  # ours / theirs, digits
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """One line per row: ``what``, ``batch``, ``unit``, ``ours``/``theirs`` (spread, rss_mib,
-    compile_s, peak_pct) and ``ratio``; a missing value prints as ``-``.
-    """
-    lines = ["".join(f"{name:<{width}}" for name, width in COLUMNS).rstrip()]
+    compile_s, peak_pct) and ``ratio``; a missing value prints as ``-``."""
+    lines = [HEADER]
     for row in rows:
-        cells = (
-            row["what"],
-            str(row.get("batch") or "-"),
-            row["unit"],
-            _cell(row.get("ours")),
-            _cell(row.get("theirs")),
-            _number(row.get("ratio"), 2),
-            _pair(row, "rss_mib", 0),
-            _pair(row, "compile_s", 1),
-            _pair(row, "peak_pct", 1),
-        )
-        lines.append("".join(f"{c:<{w}}" for c, (_, w) in zip(cells, COLUMNS)).rstrip())
-    return "\n".join(lines)
+        sides = [row.get("ours") or {}, row.get("theirs") or {}]
+        pairs = [" / ".join(_number(s.get(key), d) for s in sides) for key, d in PAIRS]
+        first = row["what"], str(row.get("batch") or "-"), row["unit"], *map(_cell, sides)
+        lines.append((*first, _number(row.get("ratio"), 2), *pairs))
+    return "\n".join("".join(f"{c:<{w}}" for c, w in zip(line, WIDTHS)).rstrip() for line in lines)

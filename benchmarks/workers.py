@@ -1,11 +1,7 @@
-"""The child side of ``benchmarks.run``: one configuration per process, timed on request.
-
-A builder sets a configuration up and returns ``run(n)``, the seconds of ``n`` units (steps,
-batches or kNN passes). Heavy imports stay inside the builders, so a PyTorch child never loads
-MindSpore (and the reverse): each child's peak RSS is its own configuration's.
-"""
-
-from __future__ import annotations
+"""The child side of the benchmarks: one configuration per process, timed on request. A task
+builds its configuration and returns ``run(n)``, the seconds of ``n`` units (steps, batches or
+kNN passes). Heavy imports stay inside the tasks: a PyTorch child never loads MindSpore (nor the
+reverse), so each child's peak RSS is its own configuration's."""
 
 import gc
 import itertools
@@ -14,10 +10,8 @@ import os
 import resource
 import sys
 import time
-from argparse import Namespace
 from collections.abc import Callable
-from functools import partial
-from typing import TextIO
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,11 +23,6 @@ EVAL_BATCH_SIZE = 256  # the kNN monitor's (src.eval.features; importing it woul
 Runner = Callable[[int], float]
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timed(fn: Callable[[], object], n: int) -> float:
     """Seconds of ``n`` calls of ``fn``."""
     start = time.perf_counter()
@@ -42,35 +31,22 @@ def timed(fn: Callable[[], object], n: int) -> float:
     return time.perf_counter() - start
 
 
-def random_images(batch: int, seed: int = 0, size: int = 32) -> list[np.ndarray]:
+def random_images(batch: int, size: int = 32) -> list[np.ndarray]:
     """Two float32 views, batch x 3 x size x size, standard normal."""
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, 3, size, size), dtype=np.float32) for _ in range(2)]
+    return list(np.random.default_rng(0).standard_normal((2, batch, 3, size, size), np.float32))
 
 
-def ours_args(mode: str, batch: int, bn_splits: int = RECIPE["bn_splits"]) -> Namespace:
-    """Selects the CPU as ``main.py`` does and returns its config for the demo's recipe."""
+def ours_model(mode: str = "graph", context=None, **recipe):
+    """Selects the CPU as ``main.py`` does (graph or PyNative mode), then MindSpore's ``context``
+    settings; MoCo with the demo's recipe changed by ``recipe`` (``MoCo``'s arguments)."""
     import mindspore as ms
 
-    from src.config import parse_args
+    from src.models import MoCo
     from src.utils.device import set_device
 
     set_device("CPU", ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    flags = {"arch": RECIPE["arch"], "moco-dim": RECIPE["dim"], "moco-k": RECIPE["K"]}
-    flags.update({"moco-m": RECIPE["m"], "moco-t": RECIPE["T"], "bn-splits": bn_splits})
-    flags.update({"lr": LR, "wd": WEIGHT_DECAY, "batch-size": batch, "results-dir": "unused"})
-    return parse_args([item for key, value in flags.items() for item in (f"--{key}", str(value))])
-
-
-def ours_train_step(mode: str, batch: int, bn_splits=RECIPE["bn_splits"], args=None):
-    """``(train_step, args)`` built as ``main.py`` builds them (``args``: a prepared config)."""
-    from src.models import create_moco
-    from src.train.step import create_train_step
-
-    args = args or ours_args(mode, batch, bn_splits)
-    train_step = create_train_step(create_moco(args), args.lr, args.wd, args.amp_level)
-    train_step.set_train(True)
-    return train_step, args
+    ms.set_context(**(context or {}))
+    return MoCo(**{**RECIPE, **recipe})
 
 
 def torch_reference():
@@ -85,36 +61,53 @@ def torch_reference():
     return moco_torch
 
 
-def torch_moco():
-    """The reference's ``ModelMoCo`` with the demo's recipe."""
-    return torch_reference().ModelMoCo(**RECIPE)
-
-
-def step_ours(batch: int, mode: str, **_) -> Runner:
-    """Momentum update, forward, backward, SGD and enqueue on random images, synchronised."""
+def step_ours(batch: int, part="step", image_size=32, finite_check=True, **variant) -> Runner:
+    """Our training step on random images, synchronised, or a ``part`` or variant of it
+    (``benchmarks.profile_step``: ``PARTS``, ``VARIANTS``; ``variant``: ``ours_model``'s)."""
     import mindspore as ms
-
-    train_step, args = ours_train_step(mode, batch)
-    return step_runner(train_step, args, *(ms.Tensor(x) for x in random_images(batch)))
-
-
-def step_runner(train_step, args: Namespace, im_1, im_2) -> Runner:
-    """Times ``n`` steps of ``train_step`` on the same two views, synchronised."""
-    import mindspore as ms
+    from mindspore import nn
 
     from src.train.loop import shuffle_permutations
+    from src.train.step import create_train_step
 
-    permutations = ms.Tensor(shuffle_permutations(args.seed, 1, 1, len(im_1))[0])
-    return lambda n: timed(lambda: train_step(im_1, im_2, permutations)[0].asnumpy(), n)
+    if not finite_check:  # read by the step when it is compiled
+        ms.amp.all_finite = lambda grads: ms.ops.ones((), ms.bool_)
+    amp_level = variant.get("amp_level", "O0")
+    train_step = create_train_step(ours_model(**variant), LR, WEIGHT_DECAY, amp_level)
+    train_step.set_train(True)
+    model, (im_1, im_2) = train_step.model, map(ms.Tensor, random_images(batch, image_size))
+    if part == "step":
+        permutations = ms.Tensor(shuffle_permutations(0, 1, 1, batch)[0])
+        return lambda n: timed(lambda: train_step(im_1, im_2, permutations)[0].asnumpy(), n)
+
+    class Part(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.model, self.optimizer = model, train_step.optimizer
+            self.grads = tuple(ms.ops.ones_like(p) * 1e-3 for p in self.optimizer.parameters)
+            # The gradients of the sum of encoder_q's outputs (a non-scalar output's sens: ones).
+            self.grad = ms.value_and_grad(model.encoder_q, None, model.params_q)
+
+        def construct(self, x):
+            if part == "momentum":
+                return self.model.momentum_update_key_encoder()
+            if part == "sgd":
+                return self.optimizer(self.grads)
+            # All the gradients are outputs: an unused one would be pruned from the graph.
+            return self.grad(x) if part == "q_fwd_bwd" else self.model.encoder_k(x)
+
+    cell = Part()
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    return lambda n: timed(lambda: ms.Tensor(first(cell(im_1))).asnumpy(), n)
 
 
-def step_torch(batch: int, **_) -> Runner:
-    """The reference's step as ``train_demo.py`` runs it: forward, zero_grad, backward, SGD."""
+def step_torch(batch: int, part="step") -> Runner:
+    """The reference's step as ``train_demo.py`` runs it (forward, zero_grad, backward, SGD), or
+    the same parts as ``step_ours`` (eager, train mode)."""
     import torch
 
     reference = torch_reference()
-    net = reference.ModelMoCo(**RECIPE)
-    net.train()
+    net = reference.ModelMoCo(**RECIPE).train()
     optimizer = reference.create_optimizer(net, LR, WEIGHT_DECAY)
     im_1, im_2 = (torch.from_numpy(x) for x in random_images(batch))
     permutation = torch.from_numpy(np.random.default_rng(0).permutation(batch))
@@ -126,116 +119,42 @@ def step_torch(batch: int, **_) -> Runner:
         optimizer.step()
         return loss.item()
 
-    return lambda n: timed(step, n)
-
-
-def part_ours(batch: int, part: str, bn_splits=RECIPE["bn_splits"], **variant) -> Runner:
-    """A part of our step in graph mode (``step``, ``q_fwd_bwd``: encoder_q's forward and
-    backward, ``k_fwd``: encoder_k's forward, ``momentum``: the key encoder's update, ``sgd``:
-    the optimizer's update), or the step changed by ``variant``: no gradient finiteness check,
-    another ``jit_level``, ``context`` or ``amp_level``, another ``stem`` and ``image_size``."""
-    import mindspore as ms
-    from mindspore import nn
-
-    if variant.get("finite_check") is False:  # read by the step when it is compiled
-        ms.amp.all_finite = lambda grads: ms.ops.ones((), ms.bool_)
-    args = ours_args("graph", batch, bn_splits)
-    if variant.get("jit_level"):
-        ms.set_context(jit_config={"jit_level": variant["jit_level"]})
-    ms.set_context(**variant.get("context", {}))  # e.g. thread settings
-    args.amp_level = variant.get("amp_level", "O0")
-    args.stem, args.image_size = variant.get("stem", "cifar"), variant.get("image_size", 32)
-    train_step, args = ours_train_step("graph", batch, bn_splits, args)
-    images = random_images(batch, size=args.image_size)
-    model, (im_1, im_2) = train_step.model, (ms.Tensor(x) for x in images)
-    if part == "step":
-        return step_runner(train_step, args, im_1, im_2)
-
-    class Sum(nn.Cell):
-        def __init__(self, encoder):
-            super().__init__()
-            self.encoder = encoder
-
-        def construct(self, x):
-            return self.encoder(x).sum()
-
-    class Part(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            params = model.encoder_q.trainable_params()
-            self.grad = ms.value_and_grad(Sum(model.encoder_q), None, params)
-            self.encoder_k = model.encoder_k
-
-        def construct(self, x):
-            if part == "momentum":
-                return model.momentum_update_key_encoder()
-            if part == "sgd":
-                return train_step.optimizer(self.grads)
-            # All the gradients are outputs: an unused one would be pruned from the graph.
-            return self.grad(x) if part == "q_fwd_bwd" else self.encoder_k(x)
-
-    cell = Part()
-    cell.grads = tuple(ms.ops.ones_like(p) * 1e-3 for p in train_step.optimizer.parameters)
-    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
-    return lambda n: timed(lambda: ms.Tensor(first(cell(im_1))).asnumpy(), n)
-
-
-def part_torch(batch: int, part: str, **_) -> Runner:
-    """The reference's step, or the same parts as ``part_ours`` (eager, train mode)."""
-    import torch
-
-    if part == "step":
-        return step_torch(batch)
-    net = torch_moco().train()
-    images = torch.from_numpy(random_images(batch)[0])
-
-    def q_fwd_bwd():
+    def q_fwd_bwd() -> float:
         net.encoder_q.zero_grad()
-        loss = net.encoder_q(images).sum()
+        loss = net.encoder_q(im_1).sum()
         loss.backward()
         return loss.item()
 
-    def k_fwd():
-        with torch.no_grad():
-            return net.encoder_k(images).sum().item()
-
-    optimizer = torch_reference().create_optimizer(net, LR, WEIGHT_DECAY)
     for param in net.encoder_q.parameters():
         param.grad = torch.full_like(param, 1e-3)
-    parts = {"q_fwd_bwd": q_fwd_bwd, "k_fwd": k_fwd, "sgd": optimizer.step}
+    parts = {"step": step, "q_fwd_bwd": q_fwd_bwd, "sgd": optimizer.step}
+    parts["k_fwd"] = torch.no_grad()(lambda: net.encoder_k(im_1).sum().item())
     parts["momentum"] = torch.no_grad()(net._momentum_update_key_encoder)
     return lambda n: timed(parts[part], n)
 
 
-def eval_ours(batch: int, **_) -> Runner:
+def eval_ours(batch: int) -> Runner:
     """Feature extraction as the kNN monitor runs it: ``BackboneAndEmbedding`` in eval mode."""
     import mindspore as ms
 
     from src.eval.features import BackboneAndEmbedding
-    from src.models import create_moco
 
-    network = BackboneAndEmbedding(create_moco(ours_args("graph", batch)).encoder_q)
-    network.set_train(False)
+    network = BackboneAndEmbedding(ours_model().encoder_q).set_train(False)
     images = ms.Tensor(random_images(batch)[0])
     return lambda n: timed(lambda: [out.asnumpy() for out in network(images)], n)
 
 
-def eval_torch(batch: int, **_) -> Runner:
+def eval_torch(batch: int) -> Runner:
     """The reference's ``encoder_q`` in eval mode under ``no_grad``."""
     import torch
 
-    encoder = torch_moco().encoder_q.eval()
+    encoder = torch_reference().ModelMoCo(**RECIPE).encoder_q.eval()
     images = torch.from_numpy(random_images(batch)[0])
-
-    def forward():
-        with torch.no_grad():
-            return encoder(images).numpy()
-
-    return lambda n: timed(forward, n)
+    return lambda n: timed(torch.no_grad()(lambda: encoder(images).numpy()), n)
 
 
 def knn_data(bank: int, queries: int, dim: int = RECIPE["dim"]):
-    """L2-normalised random bank and queries, float32, and bank labels of ``CLASSES``."""
+    """L2-normalised random queries and bank, float32, and bank labels of ``CLASSES``."""
     rng = np.random.default_rng(0)
     data = [rng.standard_normal((n, dim), dtype=np.float32) for n in (bank, queries)]
     data = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in data]
@@ -257,121 +176,108 @@ def numpy_knn(queries, bank, labels, classes: int, k: int, t: float, chunk: int 
     return np.concatenate(ranked)
 
 
-def knn_ours(bank: int, queries: int, **_) -> Runner:
-    """``src.eval.knn.knn_predict`` over random features."""
+def knn(bank: int, queries: int, numpy: bool = False) -> Runner:
+    """Our ``knn_predict`` or, with ``numpy``, the plain NumPy baseline, over random features."""
     from src.eval.knn import knn_predict
 
-    data = knn_data(bank, queries)
-    return lambda n: timed(lambda: knn_predict(*data, CLASSES, KNN_K, KNN_T), n)
+    predict, data = numpy_knn if numpy else knn_predict, knn_data(bank, queries)
+    return lambda n: timed(lambda: predict(*data, CLASSES, KNN_K, KNN_T), n)
 
 
-def knn_numpy(bank: int, queries: int, **_) -> Runner:
-    """The plain NumPy baseline over the same random features."""
-    data = knn_data(bank, queries)
-    return lambda n: timed(lambda: numpy_knn(*data, CLASSES, KNN_K, KNN_T), n)
+def cifar10_epochs(data_dir: str, batch: int, workers: int = 1) -> Callable:
+    """``epoch -> create_train_dataset`` of the CIFAR-10 train split with the demo's views."""
+    from src.data import create_augmentation, create_train_dataset
+    from src.data.cifar import load_cifar
+
+    split = load_cifar("cifar10", data_dir, "train")
+    augmentation = create_augmentation("cifar10", 32, aug_plus=False)
+    return lambda epoch: create_train_dataset(split, augmentation, batch, 0, epoch, workers)
 
 
-def cifar10_train(data_dir: str):
-    """The CIFAR-10 train split and its normalisation spec."""
-    from src.data import get_dataset_spec, load_cifar
-
-    return load_cifar("cifar10", data_dir, "train"), get_dataset_spec("cifar10")
-
-
-def pipeline(batch: int, data_dir: str, **_) -> Runner:
-    """``create_train_dataset`` alone, one epoch (other draws) per call; ``n`` timed batches
-    after a warm-up one (``benchmarks.pipeline.measure``)."""
-    from benchmarks.pipeline import measure
-    from src.data import create_train_dataset
-
-    split, spec = cifar10_train(data_dir)
-    epochs = itertools.count(1)
-
-    def run(n: int) -> float:
-        build = partial(create_train_dataset, split, spec.mean, spec.std, batch, 0, next(epochs))
-        return n * batch / measure(build, n, batch)[0]
-
-    return run
+def iterate(dataset, batches: int) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds of ``batches`` batches of ``dataset`` after a first."""
+    iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+    next(iterator)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def loop(batch: int, data_dir: str, **_) -> Runner:
+def pipeline(batch: int, data_dir: str) -> Runner:
+    """The train pipeline alone, a new epoch (other draws) per call."""
+    build, epochs = cifar10_epochs(data_dir, batch), itertools.count(1)
+    return lambda n: iterate(build(next(epochs)), n)[0]
+
+
+def loop(batch: int, data_dir: str) -> Runner:
     """``n`` real steps through ``train_one_epoch`` (pipeline + step) of a fresh epoch; the
-    iterator's start and first batch are included, the dataset's construction is not."""
-    from src.data import create_train_dataset
-    from src.train.loop import train_one_epoch
+    iterator's start and first batch are timed, the dataset's construction is not."""
+    from src.config import parse_args, settings
+    from src.train.loop import TrainSettings, train_one_epoch
+    from src.train.step import create_train_step
 
-    train_step, args = ours_train_step("graph", batch)
-    split, spec = cifar10_train(data_dir)
+    train_step = create_train_step(ours_model(), LR, WEIGHT_DECAY)
+    build = cifar10_epochs(data_dir, batch)
+    run = settings(TrainSettings, parse_args(["--batch-size", str(batch)]))
     epochs = itertools.count(1)
 
-    def run(n: int) -> float:
+    def steps(n: int) -> float:
         epoch = next(epochs)
-        dataset = create_train_dataset(
-            split, spec.mean, spec.std, batch, args.seed, epoch, args.workers
-        )
-        start = time.perf_counter()
-        train_one_epoch(train_step, dataset, epoch, args.epochs, args.lr, args.seed, batch, n)
-        return time.perf_counter() - start
+        return train_one_epoch(train_step, build(epoch), epoch, replace(run, max_steps=n))[1]
 
-    return run
+    return steps
 
 
-def layer_shapes(**_) -> list:
-    """``(out_shape, weight_shape)`` of every convolution and dense layer of ours ``encoder_q``,
-    recorded by forward hooks over one 32 x 32 image (PyNative)."""
+def conv(batch: int) -> Runner:
+    """A 3x3 64->64 convolution forward on 32x32 images (PyNative): ``benchmarks.cpu_isa``."""
     import mindspore as ms
-    from mindspore import nn
 
-    from src.models import create_moco
+    from src.utils.device import set_device
 
-    encoder = create_moco(ours_args("pynative", RECIPE["bn_splits"])).encoder_q
-    encoder.set_train(False)
-    layers = []
+    set_device("CPU", ms.PYNATIVE_MODE)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, 64, 32, 32), np.float32))
+    layer = ms.nn.Conv2d(64, 64, 3, pad_mode="pad", padding=1, has_bias=False)
+    return lambda n: timed(lambda: layer(x).asnumpy(), n)
 
-    def record(cell, inputs, output):
-        layers.append((list(output.shape[1:]), list(cell.weight.shape)))
 
+def layer_shapes() -> list:
+    """``(out_shape, weight_shape)`` of encoder_q's convolutions and dense layers (PyNative)."""
+    import mindspore as ms
+
+    encoder, layers = ours_model("pynative").encoder_q.set_train(False), []
     for _, cell in encoder.cells_and_names():
-        if isinstance(cell, (nn.Conv2d, nn.Dense)):
-            cell.register_forward_hook(record)
+        if isinstance(cell, (ms.nn.Conv2d, ms.nn.Dense)):
+            cell.register_forward_hook(
+                lambda cell, _, out: layers.append((list(out.shape[1:]), list(cell.weight.shape)))
+            )
     encoder(ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)))
     return layers
 
 
 TASKS = {
-    "step-ours": step_ours,
-    "step-torch": step_torch,
-    "eval-ours": eval_ours,
-    "eval-torch": eval_torch,
-    "knn-ours": knn_ours,
-    "knn-numpy": knn_numpy,
-    "pipeline": pipeline,
-    "loop": loop,
-    "part-ours": part_ours,
-    "part-torch": part_torch,
+    task.__name__.replace("_", "-"): task
+    for task in (step_ours, step_torch, eval_ours, eval_torch, knn, pipeline, loop, conv)
 }
-
-
-def reply(out: TextIO, **values) -> None:
-    """One JSON line to the parent, with the peak RSS so far."""
-    out.write(json.dumps({**values, "rss_mib": peak_rss_mib()}) + "\n")
-    out.flush()
 
 
 def serve(task: str, options: dict) -> None:
     """Builds ``task``, times a first (warm-up, compile) unit, then answers each count read from
-    stdin with its seconds until 0 or end of input. Library output goes to stderr."""
+    stdin with its seconds, until end of input; JSON lines with the peak RSS so far. Library
+    output goes to stderr; task ``layers`` answers ``layer_shapes()`` once."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+
+    def reply(**values) -> None:
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        out.write(json.dumps({**values, "rss_mib": rss_mib}) + "\n")
+        out.flush()
+
     if task == "layers":
-        reply(out, layers=layer_shapes())
-        return
+        return reply(layers=layer_shapes())
     start = time.perf_counter()
     run = TASKS[task](**options)
-    setup = time.perf_counter() - start
-    reply(out, setup_s=setup, first_s=run(1))
+    reply(setup_s=time.perf_counter() - start, first_s=run(1))
     for line in sys.stdin:
-        if int(line) <= 0:
-            break
         gc.collect()  # a finished round's iterators and buffers, before the next
-        reply(out, seconds=run(int(line)))
+        reply(seconds=run(int(line)))

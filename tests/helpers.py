@@ -189,24 +189,9 @@ def write_fake_cifar(
     num_classes: Optional[int] = None,
     seed: int = 0,
 ) -> Path:
-    """Writes a tiny CIFAR-10/100 in the official on-disk format.
-
-    CIFAR-10 gets ``data_batch_1..5`` (train split in 5 near-equal parts),
-    ``test_batch`` and ``batches.meta``; CIFAR-100 gets ``train``, ``test`` and
-    ``meta``. The meta file always lists the real number of classes.
-
-    Args:
-        root: Data root; the data set folder is created inside it.
-        name: ``"cifar10"`` or ``"cifar100"``.
-        n_train: Number of train images.
-        n_test: Number of test images.
-        num_classes: Labels are drawn from ``range(num_classes)`` (default: all
-            classes), balanced, in shuffled order.
-        seed: Seed of the images and labels.
-
-    Returns:
-        ``root`` as a Path, ready for ``load_cifar(name, root)``.
-    """
+    """A tiny CIFAR-10/100 in the official format in ``root`` (returned as a Path): the train
+    split in the files of the real one (CIFAR-10: 5 near-equal parts), labels balanced over
+    ``range(num_classes)`` (default: all) in shuffled order; the meta file lists every class."""
     spec = CIFAR[name]
     num_classes = spec.num_classes if num_classes is None else num_classes
     rng = np.random.default_rng(seed)

@@ -1,8 +1,7 @@
-"""On-disk cache of a checkpoint's features, so a second evaluation skips the forward passes.
+"""On-disk cache of a checkpoint's features (read by the kNN, linear probe and retrieval figure).
 
-The kNN, the linear probe and the retrieval figure read the same arrays. Each entry is one
-``.npz`` holding the arrays and the key they were computed for (the checkpoint's size and mtime,
-the data, which arrays); an entry whose key differs, or that cannot be read, is recomputed.
+Each entry is one ``.npz`` of the arrays and the key they were computed for (the checkpoint's
+size and mtime, the data, which arrays); an entry whose key differs, or unreadable, is recomputed.
 """
 
 import hashlib
@@ -22,8 +21,7 @@ _KEY_FIELD = "__cache_key__"
 
 def split_digest(images: np.ndarray, labels: np.ndarray) -> str:
     """Digest of a split's images and labels: another data folder or subset is another key."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(np.ascontiguousarray(images).data)
+    digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).data)
     return digest.hexdigest()
 
@@ -41,13 +39,8 @@ class FeatureCache:
     def key(self, split: str, **details: Any) -> str:
         """The checkpoint's identity (size, mtime) plus what else the features depend on."""
         stat = os.stat(self.checkpoint_path)
-        key = {
-            "format": CACHE_FORMAT,
-            "checkpoint_size": stat.st_size,
-            "checkpoint_mtime_ns": stat.st_mtime_ns,
-            "split": split,
-            **details,
-        }
+        key = {"format": CACHE_FORMAT, "checkpoint_size": stat.st_size, "split": split}
+        key = {**key, "checkpoint_mtime_ns": stat.st_mtime_ns, **details}
         return json.dumps(key, sort_keys=True)
 
     def load(self, name: str, key: str) -> Optional[dict[str, np.ndarray]]:
@@ -62,16 +55,13 @@ class FeatureCache:
 
     def save(self, name: str, key: str, arrays: dict[str, np.ndarray]) -> str:
         os.makedirs(self.directory, exist_ok=True)
-        write = lambda tmp: np.savez(tmp, **arrays, **{_KEY_FIELD: np.array(key)})  # noqa: E731
-        return atomic_write(self.path(name), write)
+        return atomic_write(self.path(name), lambda f: np.savez(f, **arrays, **{_KEY_FIELD: key}))
 
     def get_or_compute(
         self, name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]
     ) -> tuple[dict[str, np.ndarray], bool]:
-        """``(arrays, loaded)``: the entry if stored for ``key``, else computed and stored.
-
-        A cache that cannot be written only warns: the evaluation goes on.
-        """
+        """``(arrays, loaded)``: the entry if stored for ``key``, else computed and stored (a
+        cache that cannot be written only warns: the evaluation goes on)."""
         arrays = self.load(name, key)
         if arrays is not None:
             return arrays, True

@@ -1,23 +1,8 @@
 """Linear evaluation of frozen features: a softmax classifier trained with SGD, in NumPy.
 
-MoCo's linear protocol (facebookresearch/moco ``main_lincls.py``) trains one
-fully connected layer on the frozen backbone's pooled features with SGD,
-momentum 0.9, lr 30, no weight decay, 100 epochs, lr x0.1 at epochs 60 and
-80 (or a cosine schedule), batch 256, weights drawn from N(0, 0.01), zero
-bias. That script augments every image (random crop, flip) and so runs the
-backbone in every step. Here the classifier trains on features extracted
-once, from the un-augmented test-transform images: the same optimiser and
-schedule on cached centre features, much cheaper, but typically a little
-lower than the augmented protocol.
-
-The classifier is a few matrix products per step, so it runs in NumPy,
-like the kNN monitor: exact ``torch.optim.SGD`` semantics, no graph
-compilation for the smaller last batch, and bit-reproducible for a seed.
-
-Example::
-
-    classifier = train_linear_classifier(train_features, train_labels, num_classes=10)
-    ranked = predict_ranked(classifier, test_features)  # (B, C), best class first
+MoCo's ``main_lincls.py`` protocol (SGD, momentum 0.9, lr 30, 100 epochs, lr x0.1 at 60 and 80,
+batch 256, weights N(0, 0.01)), but on features extracted once from un-augmented test-transform
+images: much cheaper, typically a little lower. NumPy gives bit-reproducible ``torch.optim.SGD``.
 """
 
 import math
@@ -29,9 +14,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """Optimisation settings; the defaults are MoCo's linear protocol. ``schedule``: 0-based
-    epochs where lr drops 10x (ignored with ``cos``); ``seed``: initial weights and the order
-    of every epoch; the last, smaller batch of an epoch is kept."""
+    """MoCo's linear protocol. ``schedule``: 0-based epochs where lr drops 10x (ignored with
+    ``cos``); ``seed``: initial weights and every epoch's order (the last, smaller batch kept)."""
 
     epochs: int = 100
     lr: float = 30.0
@@ -53,45 +37,14 @@ class LinearClassifier:
 
 
 def linear_probe_lr(epoch: int, config: LinearProbeConfig) -> float:
-    """Learning rate of a 0-based ``epoch``.
-
-    ``main_lincls.py`` counts epochs from 0, unlike the CIFAR demo's
-    pretraining schedule (``src.train.schedule``, 1-based): with the
-    milestones (60, 80) the rate is 30 for 60 epochs, 3 for 20 and 0.3 for 20.
-    """
+    """Learning rate of a 0-based ``epoch`` (``main_lincls.py`` counts from 0, unlike the
+    pretraining schedule): with milestones (60, 80), 30 for 60 epochs, 3 for 20, 0.3 for 20."""
     lr = config.lr
     if config.cos:
         return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
     for milestone in config.schedule:
         lr *= 0.1 if epoch >= milestone else 1.0
     return lr
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)  # lr 30 makes large logits common
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _validate(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, config: LinearProbeConfig
-) -> None:
-    if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] == 0:
-        raise ValueError(
-            f"need features (N, F) and labels (N,) with N > 0, got {features.shape} "
-            f"and {labels.shape}"
-        )
-    if (
-        not np.issubdtype(labels.dtype, np.integer)
-        or labels.min() < 0
-        or labels.max() >= num_classes
-    ):
-        raise ValueError(f"labels must be integers in [0, {num_classes})")
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise ValueError(
-            f"need epochs >= 1, batch_size >= 1, lr > 0; got {config.epochs}, "
-            f"{config.batch_size}, {config.lr}"
-        )
 
 
 def train_linear_classifier(
@@ -101,49 +54,43 @@ def train_linear_classifier(
     config: LinearProbeConfig = LinearProbeConfig(),
     on_epoch: Optional[Callable[[int, float, float], None]] = None,
 ) -> LinearClassifier:
-    """Trains a linear softmax classifier (cross-entropy, mean over the batch) on N x F
-    features with SGD as ``torch.optim.SGD``: ``g = grad + wd * w``, ``buf = momentum * buf +
-    g``, ``w -= lr * buf``. ``on_epoch(epoch (1-based), lr, mean loss)`` reports progress.
-
-    Raises:
-        ValueError: On inconsistent shapes, labels or settings.
-    """
-    features = np.asarray(features, dtype=np.float32)
-    labels = np.asarray(labels)
-    _validate(features, labels, num_classes, config)
+    """Trains softmax regression (mean cross-entropy) on N x F features with ``torch.optim.SGD``'s
+    update: ``g = grad + wd * w``, ``buf = momentum * buf + g``, ``w -= lr * buf``.
+    ``on_epoch(epoch (1-based), lr, mean loss)`` reports progress."""
+    x_all, y_all = np.asarray(features, dtype=np.float32), np.asarray(labels)
+    if x_all.ndim != 2 or y_all.shape != x_all.shape[:1] or len(x_all) == 0:
+        raise ValueError(f"need features N x F and labels N, N > 0: {x_all.shape}, {y_all.shape}")
+    if y_all.dtype.kind not in "iu" or not 0 <= y_all.min() <= y_all.max() < num_classes:
+        raise ValueError(f"labels must be integers in [0, {num_classes})")
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0: {config}")
+    n, m, wd = len(x_all), config.momentum, config.weight_decay
     rng = np.random.default_rng(config.seed)
-    weight = rng.standard_normal((num_classes, features.shape[1])) * config.init_std
-    weight = weight.astype(np.float32)
-    bias = np.zeros(num_classes, dtype=np.float32)
-    weight_buf, bias_buf = np.zeros_like(weight), np.zeros_like(bias)
-    labels = labels.astype(np.int64)
-    num_samples = features.shape[0]
-
+    w = (rng.standard_normal((num_classes, x_all.shape[1])) * config.init_std).astype(np.float32)
+    b = np.zeros(num_classes, dtype=np.float32)
+    w_buf, b_buf = np.zeros_like(w), np.zeros_like(b)
     for epoch in range(config.epochs):
         lr = np.float32(linear_probe_lr(epoch, config))
-        order = rng.permutation(num_samples)
-        total_loss = 0.0
-        for start in range(0, num_samples, config.batch_size):
+        order, total_loss = rng.permutation(n), 0.0
+        for start in range(0, n, config.batch_size):
             index = order[start : start + config.batch_size]
-            x, y = features[index], labels[index]
-            probs = _softmax(x @ weight.T + bias)
-            rows = np.arange(len(index))
+            x, y, rows = x_all[index], y_all[index], np.arange(len(index))
+            logits = x @ w.T + b  # B x C
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # lr 30: large logits
+            probs = exp / exp.sum(axis=1, keepdims=True)
             total_loss += float(-np.log(np.maximum(probs[rows, y], 1e-30)).sum())
-            grad_logits = probs
-            grad_logits[rows, y] -= 1.0
-            grad_logits /= np.float32(len(index))
-            grad_weight = grad_logits.T @ x + config.weight_decay * weight
-            grad_bias = grad_logits.sum(axis=0) + config.weight_decay * bias
-            weight_buf = config.momentum * weight_buf + grad_weight
-            bias_buf = config.momentum * bias_buf + grad_bias
-            weight -= lr * weight_buf
-            bias -= lr * bias_buf
+            probs[rows, y] -= 1.0  # now d loss / d logits, times B
+            probs /= np.float32(len(index))
+            w_buf = m * w_buf + (probs.T @ x + wd * w)
+            b_buf = m * b_buf + (probs.sum(axis=0) + wd * b)
+            w -= lr * w_buf
+            b -= lr * b_buf
         if on_epoch is not None:
-            on_epoch(epoch + 1, float(lr), total_loss / num_samples)
-    return LinearClassifier(weight=weight, bias=bias)
+            on_epoch(epoch + 1, float(lr), total_loss / n)
+    return LinearClassifier(weight=w, bias=b)
 
 
 def predict_ranked(classifier: LinearClassifier, features: np.ndarray) -> np.ndarray:
-    """Classes ranked by logit, best first, shape (B, C); ties rank the lower index first."""
+    """Classes ranked by logit, best first, B x C; ties rank the lower index first."""
     logits = np.asarray(features, dtype=np.float32) @ classifier.weight.T + classifier.bias
     return np.argsort(-logits, axis=1, kind="stable")

@@ -1,4 +1,4 @@
-"""ResNet-18 laid out like the PyTorch MoCo CIFAR demo's ``ModelBase``: the demo's CIFAR stem
+"""ResNet-18/34 laid out like the PyTorch MoCo CIFAR demo's ``ModelBase``: the demo's CIFAR stem
 for 32x32 images, or torchvision's ImageNet stem for larger ones (STL-10's 96x96)."""
 
 import math
@@ -10,28 +10,18 @@ from mindspore.common.initializer import HeNormal, HeUniform
 from .split_bn import SplitBatchNorm
 
 
+def _conv(in_channels, out_channels, kernel, stride, **kwargs) -> nn.Conv2d:
+    """Bias-free convolution, He-normal (fan_out) initialised as torchvision's ResNet."""
+    kwargs.setdefault("weight_init", HeNormal(mode="fan_out", nonlinearity="relu"))
+    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, has_bias=False, **kwargs)
+
+
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels,
-        out_channels,
-        3,
-        stride=stride,
-        pad_mode="pad",
-        padding=1,
-        has_bias=False,
-        weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
-    )
+    return _conv(in_channels, out_channels, 3, stride, pad_mode="pad", padding=1)
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels,
-        out_channels,
-        1,
-        stride=stride,
-        has_bias=False,
-        weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
-    )
+    return _conv(in_channels, out_channels, 1, stride)
 
 
 class BasicBlock(nn.Cell):
@@ -41,11 +31,9 @@ class BasicBlock(nn.Cell):
 
     def __init__(self, in_channels, channels, stride, norm):
         super().__init__()
-        self.conv1 = conv3x3(in_channels, channels, stride)
-        self.bn1 = norm(channels)
+        self.conv1, self.bn1 = conv3x3(in_channels, channels, stride), norm(channels)
         self.relu = nn.ReLU()
-        self.conv2 = conv3x3(channels, channels)
-        self.bn2 = norm(channels)
+        self.conv2, self.bn2 = conv3x3(channels, channels), norm(channels)
         self.downsample = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.SequentialCell(
@@ -55,8 +43,7 @@ class BasicBlock(nn.Cell):
     def construct(self, x):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
 def _make_layer(in_channels, channels, blocks, stride, norm):
@@ -77,62 +64,34 @@ class MaxPool3x3(nn.Cell):
         return self.pool(ops.pad(x, (1, 1, 1, 1), value=float("-inf")))
 
 
-def _stem(kind: str) -> tuple[nn.Conv2d, nn.Cell]:
-    """The stem's convolution (``net.0``) and what follows its BN (``net.2``, no parameters):
-    ``"cifar"``, 3x3 stride 1 then ReLU; ``"imagenet"``, 7x7 stride 2 then ReLU and a 3x3
-    stride-2 max-pool (a 96-pixel image reaches layer1 at 24x24, not 96x96)."""
-    if kind == "imagenet":
-        conv = nn.Conv2d(3, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False,
-                         weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))  # fmt: skip
-        return conv, nn.SequentialCell([nn.ReLU(), MaxPool3x3()])
-    # The demo swaps torchvision's 7x7 stem for a fresh nn.Conv2d: PyTorch's default init.
-    conv = nn.Conv2d(3, 64, 3, stride=1, pad_mode="pad", padding=1, has_bias=False,
-                     weight_init=HeUniform(negative_slope=math.sqrt(5)))  # fmt: skip
-    return conv, nn.ReLU()
-
-
-def _mlp_head(width: int, num_classes: int) -> nn.SequentialCell:
-    return nn.SequentialCell([nn.Dense(width, width), nn.ReLU(), nn.Dense(width, num_classes)])
-
-
 class ResNetCifar(nn.Cell):
-    """ResNet for CIFAR: 3x3 stride-1 stem, no max-pool, global pool, fc to ``num_classes``.
-
-    The layers sit in one ``net`` sequence in the order of the demo's
-    ``ModelBase`` (conv1, bn1, relu, layer1-4, avgpool, flatten, fc), so
-    parameter names map one to one onto its PyTorch ``state_dict`` keys
-    (``net.0.weight``, ``net.3.0.conv1.weight``, ``net.9.bias``, ...).
-
-    Args:
-        layers: Number of BasicBlocks per stage.
-        num_classes: Output dimension of the final fc (the MoCo feature dim).
-        norm: Callable ``norm(num_channels) -> Cell``; injects e.g. SplitBatchNorm.
-        mlp: MoCo v2's head, fc 512-512, ReLU, fc 512-``num_classes`` (``net.9.0``, ``net.9.2``).
-        stem: ``"cifar"`` or ``"imagenet"`` (torchvision's 7x7 stride 2 and max-pool, with the
-            max-pool inside ``net.2``: the parameter names stay the same).
-    """
+    """ResNet in one ``net`` sequence ordered as the demo's ``ModelBase`` (conv1, bn1, relu,
+    layer1-4, avgpool, flatten, fc): parameter names map one to one onto its PyTorch keys
+    (``net.0.weight``, ``net.3.0.conv1.weight``, ``net.9.bias``). ``norm(channels)`` builds each BN;
+    ``mlp``: MoCo v2's head (``net.9.0``, ``net.9.2``); ``stem``: ``"cifar"`` (3x3 stride 1) or
+    ``"imagenet"`` (7x7 stride 2, its max-pool inside ``net.2``: the same parameter names)."""
 
     def __init__(
         self, layers=(2, 2, 2, 2), num_classes=128, norm=SplitBatchNorm, mlp=False, stem="cifar"
     ):
         super().__init__()
-        widths = (64, 128, 256, 512)
-        conv, after_bn = _stem(stem)
+        if stem == "imagenet":  # a 96-pixel image reaches layer1 at 24x24, not 96x96
+            conv = _conv(3, 64, 7, 2, pad_mode="pad", padding=3)
+            after_bn = nn.SequentialCell([nn.ReLU(), MaxPool3x3()])
+        else:  # the demo's fresh nn.Conv2d in place of torchvision's stem: PyTorch's default init
+            torch_default = HeUniform(negative_slope=math.sqrt(5))
+            conv = _conv(3, 64, 3, 1, pad_mode="pad", padding=1, weight_init=torch_default)
+            after_bn = nn.ReLU()
         stages, in_channels = [], 64
-        for i, (width, blocks) in enumerate(zip(widths, layers)):
-            stages.append(_make_layer(in_channels, width, blocks, 1 if i == 0 else 2, norm))
+        for width, blocks, stride in zip((64, 128, 256, 512), layers, (1, 2, 2, 2)):
+            stages.append(_make_layer(in_channels, width, blocks, stride, norm))
             in_channels = width
-        self.net = nn.SequentialCell(
-            [
-                conv,
-                norm(64),
-                after_bn,
-                *stages,
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-                _mlp_head(512, num_classes) if mlp else nn.Dense(512, num_classes),
-            ]
-        )
+        bn1, pool = norm(64), [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if mlp:
+            fc = nn.SequentialCell([nn.Dense(512, 512), nn.ReLU(), nn.Dense(512, num_classes)])
+        else:
+            fc = nn.Dense(512, num_classes)
+        self.net = nn.SequentialCell([conv, bn1, after_bn, *stages, *pool, fc])
         self.feature_dim = 512
 
     def construct(self, x):
@@ -152,11 +111,9 @@ STEMS = ("cifar", "imagenet")
 def create_backbone(
     arch="resnet18", num_classes=128, bn_splits=1, mlp=False, stem="cifar"
 ) -> ResNetCifar:
-    """Builds a ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``; ``mlp``: with
-    MoCo v2's MLP head; ``stem``: one of ``STEMS``."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; available: {', '.join(STEMS)}")
+    """A ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``, with MoCo v2's MLP head if
+    ``mlp``; ``stem``: one of ``STEMS``."""
+    if arch not in ARCHS or stem not in STEMS:
+        raise ValueError(f"unknown arch {arch!r} or stem {stem!r}; available: {ARCHS}, {STEMS}")
     norm = partial(SplitBatchNorm, num_splits=bn_splits)
     return ResNetCifar(ARCHS[arch], num_classes, norm, mlp, stem)

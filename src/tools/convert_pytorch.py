@@ -1,8 +1,7 @@
 """Converts MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and ours (.ckpt).
 
-``python -m src.tools.convert_pytorch IN OUT``: the direction follows the extensions. A state_dict
-does not show ``bn_splits`` and ``symmetric``: pass the demo run's (``main.py --resume`` checks
-them). The key mappings here serve src/tools/export.py too.
+``python -m src.tools.convert_pytorch IN OUT [--bn-splits N] [--symmetric]``, the direction from
+the extensions. Pass the demo run's bn_splits and symmetric: a state_dict does not show them.
 """
 
 import argparse
@@ -11,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import mindspore as ms
 import numpy as np
@@ -20,7 +19,7 @@ from ..models import ARCHS, MoCo
 from ..models.split_bn import SCRATCH_PREFIX
 from ..train.checkpoint import MODEL_KEYS, CheckpointError, checkpoint_settings, read_checkpoint
 from ..train.step import create_optimizer
-from . import ConversionError, import_torch, run_tool, write_atomically
+from . import ConversionError, import_torch, load_torch, run_tool, save_torch, write_atomically
 
 PTH_EXTENSIONS, CKPT_EXTENSIONS = (".pth", ".pt"), (".ckpt",)
 BN_TO_TORCH = dict(
@@ -35,9 +34,8 @@ STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
 # An encoder's ``net.N`` (the demo's and ours) as torchvision's ResNet module.
 TORCHVISION = {"0": "conv1", "1": "bn1", "9": "fc"}
 TORCHVISION.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
-IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's, or STL-10's
-GIVEN_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric")  # mlp: read off the tensors
-
+IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's or STL-10's
+SETTINGS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "epoch")  # mlp: from tensors
 Schema = Mapping[str, tuple[int, ...]]
 
 
@@ -70,22 +68,18 @@ def mindspore_state_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]
 
 
 def torchvision_state(encoder: ms.nn.Cell, with_head: bool = False) -> dict[str, np.ndarray]:
-    """A backbone's tensors (``net.N.*``) under torchvision's ResNet keys; ``fc.*`` only
-    ``with_head``."""
+    """A backbone's tensors under torchvision's ResNet keys (``fc.*`` only ``with_head``)."""
     ours = {p.name: p.asnumpy() for p in encoder.get_parameters() if SCRATCH_PREFIX not in p.name}
     state = {}
     for key, value in mindspore_state_to_torch(ours).items():
-        _, index, rest = key.split(".", 2)
+        _, index, rest = key.split(".", 2)  # net.N.rest
         if with_head or TORCHVISION[index] != "fc":
             state[f"{TORCHVISION[index]}.{rest}"] = value
     return state
 
 
-def torch_state_to_mindspore(
-    state_dict: Mapping[str, Any], schema: Schema, what: str = "state_dict"
-) -> dict[str, np.ndarray]:
-    """The demo's ``state_dict`` (NumPy arrays) as our model tensors, checked against ``schema``;
-    BatchNorm counts are ignored."""
+def torch_state_to_mindspore(state_dict: Mapping, schema: Schema, what="state_dict") -> dict:
+    """The demo's ``state_dict`` (NumPy arrays) as our model tensors, checked against ``schema``."""
     names = {torch_name(name): name for name in schema if _is_model_tensor(name)}
     state = {k: v for k, v in state_dict.items() if not k.endswith("." + NUM_BATCHES_TRACKED)}
     shapes = {key: tuple(schema[name]) for key, name in names.items()}
@@ -114,21 +108,13 @@ def check_against_schema(tensors: Mapping[str, Any], schema: Schema, what: str) 
 
 def torch_parameter_names(names: Iterable[str]) -> list[tuple[str, str]]:
     """``(demo key, our name)`` of the learnable ``names``, in the demo's SGD index order (ours)."""
-    return [
-        (torch_name(name), name)
-        for name in names
-        if name.startswith(ENCODERS)
-        and SCRATCH_PREFIX not in name
-        and not name.endswith((".moving_mean", ".moving_variance"))
-    ]
+    statistics = (".moving_mean", ".moving_variance")
+    learnable = [n for n in names if n.startswith(ENCODERS) and not n.endswith(statistics)]
+    return [(torch_name(name), name) for name in learnable if SCRATCH_PREFIX not in name]
 
 
 def torch_optimizer_to_mindspore(
-    optimizer: Optional[Mapping],
-    params: Sequence[tuple[str, str]],
-    shapes: Schema,
-    lr: float = DEFAULT_LR,
-    momentum: float = DEFAULT_MOMENTUM,
+    optimizer, params, shapes, lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM
 ) -> dict[str, np.ndarray]:
     """The demo's SGD state (NumPy buffers, or None) as our ``nn.Momentum`` state, both ``v <- m v
     + g + wd w``: zero moments where absent; ``lr``/``momentum`` apply only without an optimizer."""
@@ -166,9 +152,7 @@ def torch_optimizer_to_mindspore(
     return {**entries, "global_step": np.zeros(1, np.int32)}  # constant-lr Momentum ignores it
 
 
-def mindspore_optimizer_to_torch(
-    entries: Mapping[str, Any], params: Sequence[tuple[str, str]], weight_decay: float
-) -> dict[str, Any]:
+def mindspore_optimizer_to_torch(entries: Mapping, params: Sequence, weight_decay: float) -> dict:
     """Our moments, lr and momentum as the demo's SGD state dict (we do not store weight decay)."""
     state = {
         index: {"momentum_buffer": np.asarray(entries[MOMENTS + name])}
@@ -183,8 +167,7 @@ def mindspore_optimizer_to_torch(
 
 
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``arch``, ``moco_dim``, ``moco_k``, ``mlp`` and ``stem`` of a demo ``state_dict`` (blocks
-    per stage, queue, a two-layer head ``net.9.0`` / ``net.9.2`` as in MoCo v2, a 7x7 stem)."""
+    """``arch``, ``moco_dim``, ``moco_k``, ``mlp`` (MoCo v2's head) and ``stem`` of a demo model."""
     if QUEUE not in state_dict or np.ndim(state_dict[QUEUE]) != 2:
         keys = ", ".join(sorted(state_dict)[:3])
         raise ConversionError(f"no 2-D 'queue' tensor: not a MoCo state_dict (keys {keys} ...)")
@@ -212,63 +195,37 @@ def model_schema(arch: str, moco_dim: int, moco_k: int, mlp=False, stem="cifar")
     return MappingProxyType({p.name: p.shape for p in params if SCRATCH_PREFIX not in p.name})
 
 
-def _settings(found: Mapping, given: Mapping, source: str, epoch: Optional[int]) -> dict:
-    """The epoch and ``MODEL_KEYS`` to record: as ``found`` in ``source``, else as ``given``.
-    ConversionError where a setting given is not the one found."""
+def _metadata(found: Mapping, settings: Mapping, source: str, defaults=MappingProxyType({})):
+    """The epoch and ``MODEL_KEYS`` to record: the ``SETTINGS`` given (not None), else as ``found``
+    in ``source``, else ``defaults``. ConversionError where a setting given is not the one found."""
+    if not set(settings) <= set(SETTINGS):
+        raise TypeError(f"unknown settings {sorted(set(settings) - set(SETTINGS))}")
+    given = {key: value for key, value in settings.items() if value is not None}
     clashes = [
-        f"{key}={given[key]!r} but {source} has {found[key]!r}"
-        for key in found
-        if given.get(key) is not None and given[key] != found[key]
+        f"{key}={value!r} but {source} has {found[key]!r}"
+        for key, value in given.items()
+        if key != "epoch" and key in found and value != found[key]
     ]
     if clashes:
         raise ConversionError("; ".join(clashes))
-    epoch = found.get("epoch", 0) if epoch is None else epoch
-    return {"epoch": int(epoch), **{key: found.get(key, given.get(key)) for key in MODEL_KEYS}}
+    meta = {**defaults, **found, **given}
+    return {"epoch": int(meta.get("epoch", 0)), **{key: meta.get(key) for key in MODEL_KEYS}}
 
 
-def _map_leaves(tree: Any, kind: type, leaf: Callable[[Any], Any]) -> Any:
-    if isinstance(tree, Mapping):
-        return {key: _map_leaves(value, kind, leaf) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_leaves(value, kind, leaf) for value in tree)
-    return leaf(tree) if isinstance(tree, kind) else tree
-
-
-def convert_pth_to_ckpt(
-    in_path: str,
-    out_path: str,
-    arch: Optional[str] = None,
-    moco_dim: Optional[int] = None,
-    moco_k: Optional[int] = None,
-    bn_splits: Optional[int] = None,
-    symmetric: Optional[bool] = False,
-    epoch: Optional[int] = None,
-    lr: float = DEFAULT_LR,
-    momentum: float = DEFAULT_MOMENTUM,
-) -> dict[str, Any]:
+def convert_pth_to_ckpt(in_path, out_path, lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM, **settings):
     """Writes a demo checkpoint (or a bare state_dict) as our ``.ckpt``; returns its metadata.
-    Model settings given are checked, ``bn_splits`` (default 8) and ``symmetric`` recorded."""
-    torch = import_torch()
-    try:
-        checkpoint = torch.load(in_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ConversionError(f"{in_path}: no such file") from err
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ConversionError(f"cannot read {in_path} as a PyTorch checkpoint: {err}") from err
-    checkpoint = _map_leaves(checkpoint, torch.Tensor, lambda v: v.detach().numpy())
+    ``settings`` (``SETTINGS``): arch, moco_dim, moco_k checked; bn_splits (default 8) recorded."""
+    checkpoint = load_torch(in_path)
     bare = not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint
     state_dict = checkpoint if bare else checkpoint["state_dict"]
     optimizer = None if bare else checkpoint.get("optimizer")
     for what, value in (("state_dict", state_dict), ("optimizer", optimizer)):
         if value is not None and not isinstance(value, Mapping):
             raise ConversionError(f"{in_path}: the {what} is a {type(value).__name__}, not a dict")
-
     config = infer_model_config(state_dict)
-    splits = DEFAULT_BN_SPLITS if bn_splits is None else int(bn_splits)
-    given = dict(zip(GIVEN_KEYS, (arch, moco_dim, moco_k, splits, bool(symmetric))))
-    given["image_size"] = IMAGE_SIZES[config["stem"]]
     found = dict(config, epoch=0 if bare else checkpoint.get("epoch", 0))
-    meta = _settings(found, given, in_path, epoch)
+    found["image_size"] = IMAGE_SIZES[config["stem"]]
+    meta = _metadata(found, settings, in_path, {"bn_splits": DEFAULT_BN_SPLITS, "symmetric": False})
     schema = model_schema(**config)
     entries = torch_state_to_mindspore(state_dict, schema, in_path)
     params = torch_parameter_names(schema)
@@ -279,20 +236,10 @@ def convert_pth_to_ckpt(
     return meta
 
 
-def convert_ckpt_to_pth(
-    in_path: str,
-    out_path: str,
-    arch: Optional[str] = None,
-    moco_dim: Optional[int] = None,
-    moco_k: Optional[int] = None,
-    bn_splits: Optional[int] = None,
-    symmetric: Optional[bool] = None,
-    epoch: Optional[int] = None,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-) -> dict[str, Any]:
+def convert_ckpt_to_pth(in_path, out_path, weight_decay=DEFAULT_WEIGHT_DECAY, **settings):
     """Writes our ``.ckpt`` as the demo's ``{'epoch', 'state_dict', 'optimizer'}``; returns its
-    metadata. Model settings given are checked; ``weight_decay`` goes into the SGD group."""
-    torch = import_torch()
+    metadata. ``settings`` (``SETTINGS``) are checked; ``weight_decay`` goes into the SGD group."""
+    import_torch()  # fails before any work without it
     try:
         saved = read_checkpoint(in_path)
     except CheckpointError as err:
@@ -301,34 +248,28 @@ def convert_ckpt_to_pth(
     values = {name: np.asarray(value) for name, value in saved.items() if name not in found}
     state = mindspore_state_to_torch({k: v for k, v in values.items() if _is_model_tensor(k)})
     config = infer_model_config(state)
-    given = dict(zip(GIVEN_KEYS, (arch, moco_dim, moco_k, bn_splits, symmetric)))
-    meta = _settings({**found, **config}, given, in_path, epoch)
+    meta = _metadata({**found, **config}, settings, in_path)
     schema = model_schema(**config)
     check_against_schema(values, schema, in_path)
     sgd = mindspore_optimizer_to_torch(values, torch_parameter_names(schema), weight_decay)
-    checkpoint = dict(epoch=meta["epoch"], state_dict=state, optimizer=sgd)
-    checkpoint = _map_leaves(checkpoint, np.ndarray, torch.from_numpy)
-    write_atomically(out_path, lambda tmp: torch.save(checkpoint, tmp))
+    save_torch(dict(epoch=meta["epoch"], state_dict=state, optimizer=sgd), out_path)
     return meta
 
 
-def _convert(args: argparse.Namespace) -> str:
-    paths = args.input, args.output
-    ext_in, ext_out = (os.path.splitext(path)[1].lower() or "(none)" for path in paths)
-    given = {key: getattr(args, key) for key in (*GIVEN_KEYS, "epoch")}
+def _convert(in_path, out_path, lr, momentum, wd, **settings) -> str:
+    ext_in, ext_out = (os.path.splitext(p)[1].lower() or "(none)" for p in (in_path, out_path))
     if ext_in in PTH_EXTENSIONS and ext_out in CKPT_EXTENSIONS:
-        direction = "pth->ckpt"
-        meta = convert_pth_to_ckpt(*paths, lr=args.lr, momentum=args.momentum, **given)
+        meta = convert_pth_to_ckpt(in_path, out_path, lr, momentum, **settings)
     elif ext_in in CKPT_EXTENSIONS and ext_out in PTH_EXTENSIONS:
-        direction = "ckpt->pth"
-        meta = convert_ckpt_to_pth(*paths, weight_decay=args.wd, **given)
+        meta = convert_ckpt_to_pth(in_path, out_path, wd, **settings)
     else:
         raise ConversionError(
             f"cannot tell the direction from the extensions {ext_in} -> {ext_out}: "
             "use IN.pth/.pt OUT.ckpt or IN.ckpt OUT.pth/.pt"
         )
+    direction = "pth->ckpt" if ext_out in CKPT_EXTENSIONS else "ckpt->pth"
     summary = ", ".join(f"{key} {value}" for key, value in meta.items())
-    return f"wrote {args.output} ({direction}): {summary}"
+    return f"wrote {out_path} ({direction}): {summary}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -340,8 +281,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         allow_abbrev=False,
     )
     add = parser.add_argument
-    add("input", help="checkpoint to read (.pth/.pt or .ckpt)")
-    add("output", help="checkpoint to write (.ckpt or .pth/.pt)")
+    add("in_path", metavar="input", help="checkpoint to read (.pth/.pt or .ckpt)")
+    add("out_path", metavar="output", help="checkpoint to write (.ckpt or .pth/.pt)")
     add("-a", "--arch", help="checked against the tensors")
     add("--moco-dim", type=int, help="checked against the tensors")
     add("--moco-k", type=int, help="checked against the tensors")
@@ -351,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for flag, value in (("--lr", DEFAULT_LR), ("--momentum", DEFAULT_MOMENTUM)):
         add(flag, type=float, default=value, help="if the .pth has no optimizer: %(default)s")
     add("--wd", type=float, default=DEFAULT_WEIGHT_DECAY, help="weight decay of an exported SGD")
-    return run_tool(parser, _convert, argv)
+    return run_tool(_convert, **vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

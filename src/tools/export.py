@@ -1,27 +1,21 @@
 """Exports a checkpoint's encoder_q as MindIR, ONNX or a torchvision ResNet state_dict (.pth).
 
-``python -m src.tools.export CKPT OUT --format mindir|onnx|pth-backbone [--with-head]
-[--batch-size N]``. The graphs map N x 3 x S x S normalised float32 images (S: the checkpoint's
-image size) to the pooled features (``--with-head``: the fc output), for any N unless fixed.
-"""
+``python -m src.tools.export CKPT OUT --format mindir|onnx|pth-backbone [--with-head]``. The
+graphs map normalised N x 3 x S x S float32 images (S: the checkpoint's image size) to the pooled
+features (``--with-head``: the fc output); ``--batch-size`` fixes N (ONNX: 1 by default)."""
 
 import argparse
 import os
 import sys
-from typing import Callable, Optional
+from typing import Optional
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 
 from ..eval.evaluate import restore_encoder
-from .convert_pytorch import (
-    ConversionError,
-    import_torch,
-    run_tool,
-    torchvision_state,
-    write_atomically,
-)
+from . import ConversionError, run_tool, save_torch, write_atomically
+from .convert_pytorch import torchvision_state
 
 EXTENSIONS = {"mindir": (".mindir",), "onnx": (".onnx",), "pth-backbone": (".pth", ".pt")}
 
@@ -56,25 +50,6 @@ def graph_input(batch_size: Optional[int], size: int) -> ms.Tensor:
     return ms.Tensor(np.zeros((batch_size, 3, size, size), np.float32))
 
 
-def writer(
-    encoder: nn.Cell, fmt: str, with_head: bool, batch_size: Optional[int], size: int
-) -> Callable[[str], object]:
-    """What writes ``encoder`` as ``fmt`` to the path it is given."""
-    if fmt == "pth-backbone":
-        torch = import_torch()
-        state = {k: torch.from_numpy(v) for k, v in torchvision_state(encoder, with_head).items()}
-        return lambda path: torch.save(state, path)
-    net = ExportedEncoder(encoder, with_head)
-    if fmt == "mindir":
-        x = graph_input(batch_size, size)
-        return lambda path: ms.export(net, x, file_name=path, file_format="MINDIR")
-    # MindSpore 2.10 declares ONNX outputs with the traced batch size: trace a fixed one.
-    x, names = graph_input(batch_size or 1, size), ["embedding" if with_head else "features"]
-    return lambda path: ms.onnx.export(
-        net, x, file_name=path, input_names=["images"], output_names=names
-    )
-
-
 def export(
     checkpoint: str, out: str, fmt: str, with_head: bool = False, batch_size: Optional[int] = None
 ) -> dict:
@@ -90,14 +65,25 @@ def export(
     if batch_size is not None and batch_size < 1:
         raise ConversionError(f"--batch-size must be at least 1, not {batch_size}")
     encoder, settings = restore_encoder(checkpoint)
-    write_atomically(out, writer(encoder, fmt, with_head, batch_size, settings["image_size"]))
+    if fmt == "pth-backbone":
+        save_torch(torchvision_state(encoder, with_head), out)
+        return settings
+    net = ExportedEncoder(encoder, with_head)
+    if fmt == "mindir":
+        x = graph_input(batch_size, settings["image_size"])
+        write_atomically(out, lambda path: ms.export(net, x, file_name=path, file_format="MINDIR"))
+    else:  # MindSpore 2.10 declares ONNX outputs with the traced batch size: trace a fixed one
+        output = "embedding" if with_head else "features"
+        x = graph_input(batch_size or 1, settings["image_size"])
+        names = dict(input_names=["images"], output_names=[output])
+        write_atomically(out, lambda path: ms.onnx.export(net, x, file_name=path, **names))
     return settings
 
 
-def _export(args: argparse.Namespace) -> str:
-    settings = export(**vars(args))
-    what = "fc output" if args.with_head else "pooled features"
-    return f"wrote {args.out}: {what} of encoder_q, epoch {settings.get('epoch', 0)}"
+def _export(checkpoint, out, fmt, with_head, batch_size) -> str:
+    settings = export(checkpoint, out, fmt, with_head, batch_size)
+    what = "fc output" if with_head else "pooled features"
+    return f"wrote {out}: {what} of encoder_q, epoch {settings.get('epoch', 0)}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -111,7 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add("--format", dest="fmt", required=True, metavar="|".join(EXTENSIONS), help="what to write")
     add("--with-head", action="store_true", help="output the fc, not the pooled features")
     add("--batch-size", type=int, help="a fixed batch size (default: any; 1 for ONNX)")
-    return run_tool(parser, _export, argv)
+    return run_tool(_export, **vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

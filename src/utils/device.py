@@ -22,11 +22,8 @@ ONEDNN_ISA_CAP = "AVX2"
 
 
 def cap_onednn_isa(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Caps oneDNN's instruction set at ``ONEDNN_ISA_CAP`` unless the user chose one.
-
-    oneDNN reads the variable once, at its first primitive: call this before any kernel runs.
-    Returns a description of the cap in use, for the log.
-    """
+    """Caps oneDNN's instruction set at ``ONEDNN_ISA_CAP`` unless the user chose one; returns the
+    cap in use, for the log. oneDNN reads it at its first primitive: call before any kernel runs."""
     for name in ONEDNN_ISA_VARIABLES:
         if environ.get(name):
             return f"{environ[name]} (from {name})"
@@ -35,12 +32,8 @@ def cap_onednn_isa(environ: MutableMapping[str, str] = os.environ) -> str:
 
 
 def set_device(device_target: str, mode: int) -> None:
-    """Selects the device and execution mode before any kernel runs.
-
-    On CPU, first caps oneDNN's instruction set (see ``cap_onednn_isa``).
-    Raises DeviceError if the installed MindSpore cannot run on ``device_target``
-    (e.g. the CPU-only wheel asked for ``GPU``).
-    """
+    """Selects the device (on x86 CPUs, capping oneDNN's ISA first) and the execution mode;
+    DeviceError if this MindSpore cannot run on ``device_target`` (e.g. CPU-only wheel, GPU)."""
     if device_target == "CPU" and platform.machine().lower() in ("x86_64", "amd64"):
         logger.info("oneDNN CPU ISA cap: %s", cap_onednn_isa())
     try:

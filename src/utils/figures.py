@@ -16,27 +16,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
-# Layout of the retrieval grid, in inches: square image tiles with a two-line title above each.
-TILE_INCHES = 1.05
-TITLE_INCHES = 0.4  # class name and score, two lines at 8.5 pt
+# Retrieval grid layout, in inches: square image tiles, each under a two-line title at 8.5 pt.
+TILE_INCHES, TITLE_INCHES = 1.05, 0.4
 COLUMN_PITCH = 1.2  # tile plus the space to the next tile
 ROW_PITCH = TILE_INCHES + TITLE_INCHES + 0.1
 GROUP_GAP = 0.45  # extra space between the query, nearest and farthest groups
-MARGIN = 0.15
-HEADER_INCHES = 0.75  # figure title and group headers
+MARGIN, HEADER_INCHES = 0.15, 0.75  # header: figure title and group headers
 MATCH_COLOUR, MISMATCH_COLOUR, NEUTRAL_COLOUR = "#1a7f37", "#cf222e", "black"
+_TITLE_COLOURS = {None: NEUTRAL_COLOUR, True: MATCH_COLOUR, False: MISMATCH_COLOUR}
 
 
 @dataclass
 class Tile:
-    """One image of the grid.
-
-    Attributes:
-        image: uint8 (H, W, 3) RGB.
-        title: Shown above the image (e.g. class name and score).
-        same_class: Whether it shows the query's class (green or red
-            title); ``None`` for the query itself.
-    """
+    """One image of the grid (uint8 H x W x 3 RGB) under its title; ``same_class``: whether it
+    shows the query's class (green or red title), None for the query itself."""
 
     image: np.ndarray
     title: str
@@ -59,76 +52,45 @@ def retrieval_grid_size(num_queries: int, topk: int) -> tuple[float, float]:
 
 
 def retrieval_grid_figure(rows: Sequence[RetrievalRow], topk: int, title: str = "") -> Figure:
-    """Draws one row per query: the query, its ``topk`` nearest and ``topk`` farthest images.
-
-    Tiles are placed at fixed positions in inches, so titles never overlap
-    the row above whatever the number of rows.
-
-    Args:
-        rows: The queries and their ranked tiles (at most ``topk`` of each).
-        topk: Number of tile columns per group.
-        title: Figure title.
-
-    Returns:
-        The figure, of size :func:`retrieval_grid_size`.
-    """
+    """One row per query: the query, its ``topk`` nearest and ``topk`` farthest images, at fixed
+    positions in inches (titles never overlap the row above, whatever the number of rows)."""
     width, height = retrieval_grid_size(len(rows), topk)
     figure = Figure(figsize=(width, height))
-    # Left edge (inches) of every tile column of each group.
-    first_nearest = MARGIN + COLUMN_PITCH + GROUP_GAP
-    first_farthest = first_nearest + topk * COLUMN_PITCH + GROUP_GAP
-    group_columns = {
-        "query": [MARGIN],
-        "nearest": [first_nearest + i * COLUMN_PITCH for i in range(topk)],
-        "farthest": [first_farthest + i * COLUMN_PITCH for i in range(topk)],
-    }
-    for row_index, row in enumerate(rows):
-        bottom = height - HEADER_INCHES - row_index * ROW_PITCH - TITLE_INCHES - TILE_INCHES
-        for group, tiles in (
-            ("query", [row.query]),
-            ("nearest", row.nearest),
-            ("farthest", row.farthest),
-        ):
-            for left, tile in zip(group_columns[group], tiles):
-                axes = figure.add_axes(
-                    (left / width, bottom / height, TILE_INCHES / width, TILE_INCHES / height)
-                )
-                _draw_tile(axes, tile)
-
-    header_y = 1.0 - 0.7 * HEADER_INCHES / height
-    for group, text in (
-        ("query", "query (test)"),
-        ("nearest", "most similar (train)"),
-        ("farthest", "most dissimilar (train)"),
-    ):
-        columns = group_columns[group]
-        centre = (columns[0] + columns[-1] + TILE_INCHES) / 2
-        figure.text(
-            centre / width, header_y, text, ha="center", va="center", fontsize=11, fontweight="bold"
-        )
+    tile_w, tile_h = TILE_INCHES / width, TILE_INCHES / height  # in figure fractions
+    nearest = MARGIN + COLUMN_PITCH + GROUP_GAP  # left edge of the first nearest tile, inches
+    farthest = nearest + topk * COLUMN_PITCH + GROUP_GAP
+    steps = [i * COLUMN_PITCH for i in range(topk)]
+    columns = [[MARGIN], [nearest + d for d in steps], [farthest + d for d in steps]]
+    for r, row in enumerate(rows):
+        bottom = height - HEADER_INCHES - r * ROW_PITCH - TITLE_INCHES - TILE_INCHES
+        for lefts, tiles in zip(columns, ([row.query], row.nearest, row.farthest)):
+            for left, tile in zip(lefts, tiles):
+                axes = figure.add_axes((left / width, bottom / height, tile_w, tile_h))
+                axes.imshow(tile.image, interpolation="nearest")
+                colour = _TITLE_COLOURS[tile.same_class]
+                axes.set_title(tile.title, fontsize=8.5, color=colour, pad=3, linespacing=1.1)
+                axes.set(xticks=[], yticks=[])
+                if tile.same_class is None:
+                    axes.spines[:].set_linewidth(2.5)  # frame the query
+    centred, header_y = dict(ha="center", va="center"), 1.0 - 0.7 * HEADER_INCHES / height
+    headers = ("query (test)", "most similar (train)", "most dissimilar (train)")
+    for text, lefts in zip(headers, columns):
+        centre = (lefts[0] + lefts[-1] + TILE_INCHES) / 2
+        figure.text(centre / width, header_y, text, **centred, fontsize=11, fontweight="bold")
     if title:
-        figure.text(
-            0.5, 1.0 - 0.25 * HEADER_INCHES / height, title, ha="center", va="center", fontsize=10
-        )
+        figure.text(0.5, 1.0 - 0.25 * HEADER_INCHES / height, title, **centred, fontsize=10)
     return figure
 
 
-def _draw_tile(axes, tile: Tile) -> None:
-    axes.imshow(tile.image, interpolation="nearest")
-    colour = {None: NEUTRAL_COLOUR, True: MATCH_COLOUR, False: MISMATCH_COLOUR}[tile.same_class]
-    axes.set_title(tile.title, fontsize=8.5, color=colour, pad=3, linespacing=1.1)
-    axes.set_xticks([])
-    axes.set_yticks([])
-    if tile.same_class is None:  # frame the query
-        for spine in axes.spines.values():
-            spine.set_linewidth(2.5)
-
-
 # The PyTorch demo's published log (facebookresearch/moco, colab notebook, asymmetric loss, cosine,
-# batch 512): epoch, loss, kNN top-1.
-DEMO_CURVE = ((1, 6.9569, 31.98), (2, 7.2502, 33.52), (10, 5.9910, 48.03), (20, 4.3413, 61.38),
-              (50, 3.1945, 73.30), (100, 2.7264, 78.06), (150, 2.4265, 81.18),
-              (200, 2.2716, 82.58))  # fmt: skip
+# batch 512): (epoch, loss, kNN top-1) rows.
+DEMO_CURVE = tuple(
+    zip(
+        (1, 2, 10, 20, 50, 100, 150, 200),
+        (6.9569, 7.2502, 5.9910, 4.3413, 3.1945, 2.7264, 2.4265, 2.2716),
+        (31.98, 33.52, 48.03, 61.38, 73.30, 78.06, 81.18, 82.58),
+    )
+)
 DEMO_LABEL = "PyTorch demo (published log)"
 
 
@@ -141,36 +103,32 @@ def training_curves_figure(
     """The training loss and the kNN top-1 (epoch 0: initialisation), ``(epoch, value)`` pairs,
     side by side, 10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's
     last epoch, or to epoch 10 for a shorter run (the demo's first ten epochs give its trend)."""
-    loss_epochs, losses = [e for e, _ in loss], [v for _, v in loss]
-    knn_epochs, knn_top1 = [e for e, _ in knn], [v for _, v in knn]
     figure = Figure(figsize=(10, 4), layout="constrained")
-    loss_axes, knn_axes = figure.subplots(1, 2)
+    panels = figure.subplots(1, 2)
+    epochs = [e for e, _ in loss] + [e for e, _ in knn]
     if reference:
-        last = max([10, *loss_epochs, *knn_epochs])
-        demo = [row for row in DEMO_CURVE if row[0] <= last]
-        epochs = [row[0] for row in demo]
-        for axes, column in ((loss_axes, 1), (knn_axes, 2)):
-            values = [row[column] for row in demo]
-            axes.plot(epochs, values, "s--", color="#6e7781", label=DEMO_LABEL)
-    loss_axes.plot(loss_epochs, losses, marker="o", color="#0969da", label="this run")
-    loss_axes.set_xlabel("epoch")
-    loss_axes.set_ylabel("InfoNCE loss (mean over the epoch)")
-    loss_axes.set_title("training loss")
-    knn_axes.plot(knn_epochs, knn_top1, marker="o", color="#bc4c00", label="this run")
-    if 0 in list(knn_epochs):
-        index = list(knn_epochs).index(0)
-        knn_axes.annotate("init", (0, knn_top1[index]), textcoords="offset points", xytext=(6, -12))
-    knn_axes.set_xlabel("epoch")
-    knn_axes.set_ylabel("kNN top-1 (%)")
-    knn_axes.set_title("kNN monitor (test set)")
-    all_epochs = list(loss_epochs) + list(knn_epochs) + (epochs if reference else [])
-    for axes in (loss_axes, knn_axes):
-        if all_epochs:  # the same epoch axis on both panels, even for a single point
-            axes.set_xlim(min(all_epochs) - 0.3, max(all_epochs) + 0.3)
+        demo = [row for row in DEMO_CURVE if row[0] <= max([10, *epochs])]
+        demo_epochs, *demo_values = zip(*demo)
+        for axes, values in zip(panels, demo_values):
+            axes.plot(demo_epochs, values, "s--", color="#6e7781", label=DEMO_LABEL)
+        epochs += demo_epochs
+    styles = (
+        (loss, "#0969da", "InfoNCE loss (mean over the epoch)", "training loss"),
+        (knn, "#bc4c00", "kNN top-1 (%)", "kNN monitor (test set)"),
+    )
+    for axes, (points, colour, ylabel, name) in zip(panels, styles):
+        x, y = [e for e, _ in points], [v for _, v in points]
+        axes.plot(x, y, marker="o", color=colour, label="this run")
+        axes.set(xlabel="epoch", ylabel=ylabel, title=name)
+        if epochs:  # the same epoch axis on both panels, even for a single point
+            axes.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         if reference:
             axes.legend(fontsize=8)
+    init = [v for e, v in knn if e == 0]
+    if init:
+        panels[1].annotate("init", (0, init[0]), textcoords="offset points", xytext=(6, -12))
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
@@ -198,20 +156,14 @@ def embedding_figure(
     colours = np.asarray(class_colours(len(class_names)))
     axes.scatter(points_2d[:, 0], points_2d[:, 1], c=colours[labels], s=7, alpha=0.7, linewidths=0)
     axes.set_aspect("equal", adjustable="datalim")
-    axes.set_xticks([])
-    axes.set_yticks([])
+    axes.set(xticks=[], yticks=[])
     handles = [
         Line2D([], [], linestyle="", marker="o", markersize=7, color=colour, label=name)
         for colour, name in zip(colours, class_names)
     ]
-    axes.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        ncols=-(-len(handles) // LEGEND_ROWS),
-        fontsize=10 if len(handles) <= LEGEND_ROWS else 7,
-        frameon=False,
-    )
+    n = -(-len(handles) // LEGEND_ROWS)  # legend columns
+    outside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes.legend(handles=handles, **outside, ncols=n, fontsize=10 if n <= 1 else 7, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
@@ -219,7 +171,6 @@ def embedding_figure(
 
 def save_figure(figure: Figure, path: str) -> str:
     """Writes ``figure`` as a PNG at :data:`DPI` (creating the folder); returns ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")
     return path

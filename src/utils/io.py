@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -15,14 +16,12 @@ def _fsync(path: str) -> None:
 
 
 def atomic_write(path: str, write: Callable[[str], Any]) -> str:
-    """Calls ``write(tmp)`` on a temporary file beside ``path``, flushes it and renames it.
-
-    A crash at any moment leaves ``path`` as it was. The temporary name keeps the extension
-    (savers that append one leave it alone); temporary files of killed runs are removed first.
-    """
+    """Calls ``write(tmp)`` on a temporary file beside ``path``, flushes it and renames it, so a
+    crash at any moment leaves ``path`` as it was. The temporary name keeps the extension (savers
+    that append one leave it alone); temporary files of killed runs are removed first."""
     directory = os.path.dirname(os.path.abspath(path))
-    name, ext = os.path.splitext(os.path.basename(path))
-    prefix = os.path.join(directory, f".{name}{ext}.")
+    prefix = os.path.join(directory, f".{os.path.basename(path)}.")
+    ext = os.path.splitext(path)[1]
     for stale in glob.glob(glob.escape(prefix) + "*.tmp" + ext):
         os.remove(stale)
     tmp = f"{prefix}{os.getpid()}.tmp{ext}"
@@ -40,10 +39,5 @@ def atomic_write(path: str, write: Callable[[str], Any]) -> str:
 def write_json(path: str, content: Any) -> str:
     """Writes ``content`` as indented JSON, atomically; creates the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=2)
-            handle.write("\n")
-
-    return atomic_write(path, write)
+    text = json.dumps(content, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -14,55 +14,40 @@ def setup_logging(log_file: Optional[str] = None) -> logging.Logger:
     """Sends ``moco`` log records to stderr and, if given, to ``log_file``."""
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    logger.propagate = False
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
-        handler.setFormatter(formatter)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
-    logger.propagate = False
     return logger
 
 
 class Progress:
-    """Per-epoch progress with loss, lr, img/s and ETA.
-
-    Args:
-        total: Steps in the epoch.
-        desc: Label, e.g. ``"Train [3/200]"``.
-        batch_size: Images per step, for img/s.
-        interactive: Draw a bar (default: when stderr is a terminal);
-            otherwise log a line every ``log_every`` steps and at the end.
-    """
+    """Per-epoch progress of ``total`` steps of ``batch_size`` images: loss, lr, img/s and ETA.
+    A bar if ``interactive`` (default: stderr is a terminal), else a log line every ``log_every``
+    steps and at the end."""
 
     def __init__(self, total, desc, batch_size, interactive=None, log_every=20):
         self.total, self.desc, self.batch_size, self.log_every = total, desc, batch_size, log_every
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True) if self.interactive else None
-        self.start = time.perf_counter()
-        self.step = 0
+        self.start, self.step = time.perf_counter(), 0
 
     def update(self, **metrics: float) -> None:
         """Advances one step; ``metrics`` (e.g. loss, lr) are shown beside the rate."""
         self.step += 1
         elapsed = time.perf_counter() - self.start
         rate = self.step * self.batch_size / max(elapsed, 1e-9)
-        eta = (self.total - self.step) * elapsed / self.step
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         if self.bar is not None:
             self.bar.set_postfix_str(f"{shown} {rate:.1f} img/s")
             self.bar.update(1)
         elif self.step % self.log_every == 0 or self.step == self.total:
-            logger.info(
-                "%s step %d/%d %s %.1f img/s eta %.0fs",
-                self.desc,
-                self.step,
-                self.total,
-                shown,
-                rate,
-                eta,
-            )
+            eta = (self.total - self.step) * elapsed / self.step
+            line = "%s step %d/%d %s %.1f img/s eta %.0fs"
+            logger.info(line, self.desc, self.step, self.total, shown, rate, eta)
 
     def close(self) -> float:
         if self.bar is not None:

@@ -5,7 +5,7 @@ The reference is tests/equivalence/moco_torch.py, a compact re-implementation of
 MindSpore -> PyTorch with the checkpoint converter's mapping, so the converter is tested too),
 the same batches (fake CIFAR files read by our reader, our test transform, fixed 16x16 crops as
 the two views; no random augmentation) and the same shuffle-BN permutations. The measured
-differences are in the README's Faithfulness section; ``pytest -s`` prints them.
+differences are in docs/equivalence.md; ``pytest -s`` prints them.
 
 Why float64, and why 20 steps agree less tightly. In float32, whenever a pre-activation lies
 within rounding distance of zero, one side's ReLU flips and the gradients of the layers below
@@ -30,7 +30,6 @@ recorded), the training steps with the compiled ``MoCoTrainStep`` (GRAPH).
 
 import copy
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -45,7 +44,8 @@ import mindspore as ms  # noqa: E402
 
 from equivalence import moco_torch as ref  # noqa: E402
 from helpers import write_fake_cifar  # noqa: E402
-from src.data import create_eval_dataset, get_dataset_spec, load_cifar  # noqa: E402
+from src.data import create_eval_dataset, get_dataset  # noqa: E402
+from src.data.cifar import load_cifar  # noqa: E402
 from src.eval import knn as our_knn  # noqa: E402
 from src.models import MoCo  # noqa: E402
 from src.models import moco as moco_module  # noqa: E402
@@ -103,7 +103,7 @@ def record(what, value):
 def images(tmp_path_factory):
     """64 fake CIFAR-10 images, read from the on-disk format, normalised by our test transform."""
     root = write_fake_cifar(tmp_path_factory.mktemp("cifar"), n_train=64, n_test=16)
-    spec = get_dataset_spec("cifar10")
+    spec = get_dataset("cifar10")
     split = load_cifar("cifar10", root, "train")
     dataset = create_eval_dataset(split, spec.mean, spec.std, batch_size=64)
     batch = np.concatenate([image for image, _ in dataset.create_tuple_iterator(output_numpy=True)])
@@ -641,15 +641,19 @@ def test_converter_round_trip_is_exact_and_features_agree(images, tmp_path, spli
     optimizer.load_state_dict(back["optimizer"])  # the demo can resume from it
 
     # Our model restored from the converted file computes the reference's features.
-    args = SimpleNamespace(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=splits,
-                           symmetric=False, mlp=False, stem="cifar", image_size=32)  # fmt: skip
-    model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
-    assert (
-        load_checkpoint(
-            MoCoTrainStep(model, create_optimizer(model, LR, WD)), str(tmp_path / "ours.ckpt"), args
-        )
-        == 7
+    settings = dict(
+        arch="resnet18",
+        moco_dim=DIM,
+        moco_k=K,
+        bn_splits=splits,
+        symmetric=False,
+        mlp=False,
+        stem="cifar",
+        image_size=32,
     )
+    model = MoCo(dim=DIM, K=K, m=M, T=T, bn_splits=splits)
+    step = MoCoTrainStep(model, create_optimizer(model, LR, WD))
+    assert load_checkpoint(step, str(tmp_path / "ours.ckpt"), settings) == 7
     x = images[:N, :, :SIZE, :SIZE]
     for encoder in ("encoder_q", "encoder_k"):
         getattr(model, encoder).set_train(False)

@@ -42,7 +42,7 @@ def exit_code(argv):
         (["--symmetric", "--moco-k", "48"], "moco-k 48 is not a multiple of 2 * batch_size = 32"),
         (["--bn-splits", "3"], "batch_size 16 is not a multiple of bn-splits 3"),
         (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-        (["--train-subset", "8"], "train-subset 8 is smaller than batch_size 16"),
+        (["--train-subset", "8"], "batch_size 16 is larger than the training set (8 images)"),
         (["--resume", "/nonexistent/model_last.ckpt"], "checkpoint not found"),
         (["--results-dir", "/dev/null/run"], "is not writable"),
     ],

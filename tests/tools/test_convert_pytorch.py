@@ -1,14 +1,12 @@
 """Checkpoint converter (src/tools/convert_pytorch.py): mapping, round trips, errors, the CLI.
 
-Tests that read or write a ``.pth`` file need torch (a test-only dependency) and are skipped
-without it. The numerical side (converted weights compute the reference's features, the round
-trip of a trained demo model) is in tests/equivalence/test_equivalence.py.
-"""
+Tests that read or write a ``.pth`` file need torch (test-only) and are skipped without it. The
+numerical side (converted weights compute the reference's features, the round trip of a trained
+demo model) is in tests/equivalence/test_equivalence.py."""
 
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -224,17 +222,22 @@ def _tiny_demo_checkpoint(path, epoch=5):
 
 
 def _config(**overrides):
-    values = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False,
-                  mlp=False, stem="cifar", image_size=32)  # fmt: skip
-    values.update(overrides)
-    return SimpleNamespace(**values)
+    """The settings of the tiny model, as a checkpoint records them."""
+    values = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False)
+    return {**values, "mlp": False, "stem": "cifar", "image_size": 32, **overrides}
 
 
-def _train_step(args):
-    model = MoCo(
-        dim=args.moco_dim, K=args.moco_k, bn_splits=args.bn_splits, symmetric=args.symmetric
-    )
+def _train_step(config):
+    keys = ("moco_dim", "moco_k", "bn_splits", "symmetric")
+    dim, k, splits, symmetric = (config[key] for key in keys)
+    model = MoCo(dim=dim, K=k, bn_splits=splits, symmetric=symmetric)
     return MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4))
+
+
+def _run_module(*args):
+    """Runs the converter as ``python -m``; returns the finished process."""
+    command = [sys.executable, "-m", "src.tools.convert_pytorch", *map(str, args)]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_pytorch_to_ours_to_pytorch_resumes_and_is_exact(tmp_path, capsys):
@@ -262,7 +265,7 @@ def test_pytorch_to_ours_to_pytorch_resumes_and_is_exact(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="bn_splits"):  # recorded: a wrong config is refused
         load_checkpoint(step, ckpt, _config(bn_splits=2))
     encoder, settings = restore_encoder(ckpt)  # what infer.py does with it
-    assert settings == {"epoch": 5, **vars(_config())}
+    assert settings == {"epoch": 5, **_config()}
     np.testing.assert_array_equal(
         encoder.net[9].weight.asnumpy(), demo["state_dict"]["encoder_q.net.9.weight"].numpy()
     )
@@ -283,16 +286,16 @@ def test_pytorch_to_ours_to_pytorch_resumes_and_is_exact(tmp_path, capsys):
 
 def test_ours_to_pytorch_to_ours_is_exact(tmp_path):
     pytest.importorskip("torch", reason="PyTorch (test-only dependency) is not installed")
-    args = _config(symmetric=True)
-    step = _train_step(args)
+    config = _config(symmetric=True)
+    step = _train_step(config)
     rng = np.random.default_rng(1)
     for param in step.get_parameters():  # every entry distinct from its initial value
         value = rng.standard_normal(param.shape) if param.dtype == ms.float32 else [8]
         param.set_data(ms.Tensor(np.asarray(value, ms.dtype_to_nptype(param.dtype))))
-    save_checkpoint(step, str(tmp_path / "ours.ckpt"), 3, args)
+    save_checkpoint(step, str(tmp_path / "ours.ckpt"), 3, config)
 
     meta = cv.convert_ckpt_to_pth(str(tmp_path / "ours.ckpt"), str(tmp_path / "demo.pth"))
-    assert meta == {"epoch": 3, **vars(args)}
+    assert meta == {"epoch": 3, **config}
     assert (
         cv.convert_pth_to_ckpt(
             str(tmp_path / "demo.pth"),
@@ -314,22 +317,8 @@ def test_ours_to_pytorch_to_ours_is_exact(tmp_path):
 def test_cli_module_entry_point(tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch (test-only dependency) is not installed")
     torch.save(_tiny_demo_checkpoint(tmp_path / "demo.pth")["state_dict"], tmp_path / "bare.pt")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.tools.convert_pytorch",
-            str(tmp_path / "bare.pt"),
-            str(tmp_path / "bare.ckpt"),
-            "--bn-splits",
-            str(SPLITS),
-            "--moco-k",
-            str(K),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = _run_module(
+        tmp_path / "bare.pt", tmp_path / "bare.ckpt", "--bn-splits", SPLITS, "--moco-k", K
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"epoch 0, arch resnet18, moco_dim {DIM}, moco_k {K}, bn_splits {SPLITS}" in proc.stderr
@@ -338,27 +327,10 @@ def test_cli_module_entry_point(tmp_path):
     moments = [p.asnumpy() for p in step.get_parameters() if p.name.startswith("moments.")]
     assert moments and not any(m.any() for m in moments)  # no optimizer in the file: zeros
 
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.tools.convert_pytorch",
-            str(tmp_path / "bare.pt"),
-            str(tmp_path / "x.ckpt"),
-            "--arch",
-            "resnet34",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_module(tmp_path / "bare.pt", tmp_path / "x.ckpt", "--arch", "resnet34")
+    last_line = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .endswith(f"error: arch='resnet34' but {tmp_path / 'bare.pt'} has 'resnet18'")
-    )
+    assert last_line.endswith(f"error: arch='resnet34' but {tmp_path / 'bare.pt'} has 'resnet18'")
 
 
 def test_bad_pytorch_inputs_are_clear_errors(tmp_path, capsys):
@@ -381,6 +353,8 @@ def test_bad_pytorch_inputs_are_clear_errors(tmp_path, capsys):
         cv.convert_pth_to_ckpt(demo, out, moco_k=64)
     with pytest.raises(cv.ConversionError, match="arch='resnet34' but .* has 'resnet18'"):
         cv.convert_pth_to_ckpt(demo, out, arch="resnet34")
+    with pytest.raises(TypeError, match="unknown settings"):  # mlp is read off the tensors
+        cv.convert_pth_to_ckpt(demo, out, mlp=True)
     with pytest.raises(cv.ConversionError, match="nope.pth: no such file"):
         cv.convert_pth_to_ckpt(str(tmp_path / "nope.pth"), out)
     with pytest.raises(cv.ConversionError, match="cannot write .*x.ckpt"):
@@ -396,22 +370,22 @@ def test_bad_pytorch_inputs_are_clear_errors(tmp_path, capsys):
 
 def test_bad_checkpoints_of_ours_are_clear_errors(tmp_path):
     pytest.importorskip("torch", reason="PyTorch (test-only dependency) is not installed")
-    args = _config()
-    step = _train_step(args)
+    config = _config()
+    step = _train_step(config)
     params = [
         {"name": p.name, "data": p}
         for p in step.get_parameters()  # as save_checkpoint
         if p.name != "encoder_q.net.1.moving_mean" and SCRATCH_PREFIX not in p.name
     ]
     params.append({"name": "encoder_q.net.10.weight", "data": ms.Tensor(np.zeros(3, np.float32))})
-    ms.save_checkpoint(params, str(tmp_path / "odd.ckpt"), append_dict={"epoch": 1, **vars(args)})
+    ms.save_checkpoint(params, str(tmp_path / "odd.ckpt"), append_dict={"epoch": 1, **config})
     with pytest.raises(cv.ConversionError) as err:
         cv.convert_ckpt_to_pth(str(tmp_path / "odd.ckpt"), str(tmp_path / "odd.pth"))
     assert "map onto nothing in the model: encoder_q.net.10.weight" in str(err.value)
     assert "1 of the model missing: encoder_q.net.1.moving_mean" in str(err.value)
     assert not os.path.exists(tmp_path / "odd.pth")
 
-    save_checkpoint(step, str(tmp_path / "ok.ckpt"), 2, args)
+    save_checkpoint(step, str(tmp_path / "ok.ckpt"), 2, config)
     with pytest.raises(cv.ConversionError, match="bn_splits=2 but .* has 4"):
         cv.convert_ckpt_to_pth(str(tmp_path / "ok.ckpt"), str(tmp_path / "ok.pth"), bn_splits=2)
     with pytest.raises(cv.ConversionError, match="cannot write .*ok.pth"):

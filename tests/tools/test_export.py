@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -43,9 +42,9 @@ def write_checkpoint(folder, stem="cifar", image_size=32) -> str:
         if leaf in BN_VALUES:
             param.set_data(ms.Tensor(BN_VALUES[leaf](rng, param.shape).astype(np.float32)))
     settings = dict(arch="resnet18", moco_dim=DIM, moco_k=K, bn_splits=SPLITS, symmetric=False)
-    args = SimpleNamespace(**settings, mlp=False, stem=stem, image_size=image_size)
+    settings.update(mlp=False, stem=stem, image_size=image_size)
     path = str(folder / "model.ckpt")
-    save_checkpoint(MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), path, 7, args)
+    save_checkpoint(MoCoTrainStep(model, create_optimizer(model, 0.1, 1e-4)), path, 7, settings)
     return path
 
 
@@ -181,9 +180,6 @@ def test_missing_checkpoint_or_torch_is_an_error(checkpoint, tmp_path, monkeypat
 def test_module_entry_point_exits_with_2_on_errors():
     command = [sys.executable, "-m", "src.tools.export", "a.ckpt", "a.mindir", "--format", "x"]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    last_line = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .endswith("error: unknown format 'x'; choose from mindir, onnx, pth-backbone")
-    )
+    assert last_line.endswith("error: unknown format 'x'; choose from mindir, onnx, pth-backbone")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "train"))
 from distributed_steps import BATCH, STEPS, single_device_row  # noqa: E402
 
 WORKER = "tests/train/distributed_steps.py"
-# Relative L2 bounds after step 1 and after the last step (measured: see the README).
+# Relative L2 bounds after step 1 and after the last step (measured: see docs/distributed.md).
 BOUNDS = {"loss": (1e-5, 1e-3), "q": (1e-5, 2e-3), "k": (1e-6, 1e-5), "stats": (1e-5, 1e-3)}
 BOUNDS["queue"] = (1e-4, 1e-3)
 
