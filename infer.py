@@ -20,6 +20,7 @@ from src.config import (
     add_options,
     check_ranges,
     resolve_evaluation_args,
+    script_parser,
     settings,
 )
 from src.data import DatasetError
@@ -58,11 +59,7 @@ OPTIONS = [  # see src/config.py's table
 
 
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = script_parser(__doc__.split("\n")[0])
     add_evaluation_arguments(parser)
     add_options(parser, OPTIONS)
     return parser

@@ -25,6 +25,7 @@ from src.config import (
     add_options,
     load_config_file,
     resolve_evaluation_args,
+    script_parser,
     settings,
 )
 from src.data import DatasetError
@@ -56,11 +57,7 @@ OPTIONS = [  # see src/config.py's table
 
 
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = script_parser(__doc__.split("\n")[0])
     modes = parser.add_mutually_exclusive_group(required=True)
     add_evaluation_arguments(parser, modes)
     modes.add_argument("--curves", default="", metavar="RESULTS", help="plot RESULTS/log.csv")

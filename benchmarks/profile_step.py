@@ -13,6 +13,7 @@ from benchmarks.run import Config, run_group
 # The whole step; encoder_q's forward and backward; encoder_k's forward (train-mode BN); the
 # momentum update of encoder_k; the SGD update.
 PARTS = ("step", "q_fwd_bwd", "k_fwd", "momentum", "sgd")
+CELL = "{median:6.3f} ({min:.3f}-{max:.3f})"  # seconds per step: median (min-max)
 VARIANTS = {  # our whole step, changed; the first is the step as run
     "split BN 8 (as run)": {},
     "plain BN (bn-splits 1)": {"bn_splits": 1},
@@ -43,19 +44,18 @@ def main(argv=None) -> None:
         for key, result in run_group(group, args.rounds).items():
             seconds = [s / steps for s in result["seconds"]]
             medians[key] = {**spread(seconds), "rss_mib": result["rss_mib"]}
-    cell = lambda s: f"{s['median']:6.3f} ({s['min']:.3f}-{s['max']:.3f})"  # noqa: E731
     print(f"\nseconds per step at batch {batch} (median, min-max of {args.rounds} rounds)")
     step = {side: medians[f"{side}-step"]["median"] for side in ("ours", "torch")}
     for part in PARTS:
         ours, torch = medians[f"ours-{part}"], medians[f"torch-{part}"]
         share = f"{ours['median'] / step['ours']:5.0%} / {torch['median'] / step['torch']:4.0%}"
         print(
-            f"  {part:10} ours {cell(ours)}  PyTorch {torch['median']:6.3f}  ours/PyTorch time "
-            f"{ours['median'] / torch['median']:.2f}  share of the step {share}"
+            f"  {part:10} ours {CELL.format(**ours)}  PyTorch {torch['median']:6.3f}  ours/PyTorch"
+            f" time {ours['median'] / torch['median']:.2f}  share of the step {share}"
         )
     for name in VARIANTS:
         ratio = medians[name]["median"] / medians[next(iter(VARIANTS))]["median"]
-        print(f"  {name:24} {cell(medians[name])}  {ratio:.2f} x the step as run")
+        print(f"  {name:24} {CELL.format(**medians[name])}  {ratio:.2f} x the step as run")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump({"batch": batch, "seconds_per_step": medians}, f, indent=1)

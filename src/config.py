@@ -106,13 +106,17 @@ def add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, a
     return options
 
 
+def script_parser(description: str) -> argparse.ArgumentParser:
+    """The scripts' parser: no abbreviated flags, defaults shown in ``--help``."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    return argparse.ArgumentParser(
+        description=description, allow_abbrev=False, formatter_class=formatter
+    )
+
+
 def create_parser() -> argparse.ArgumentParser:
     """The training parser: every flag with the MoCo CIFAR demo's default."""
-    parser = argparse.ArgumentParser(
-        description="Train MoCo on CIFAR-10/100, STL-10 or a folder of images with MindSpore",
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = script_parser("Train MoCo on CIFAR-10/100, STL-10 or a folder of images")
     parser.add_argument("--config", default="", help="YAML file of defaults; flags override it")
     add_options(parser, _OPTIONS)
     return parser

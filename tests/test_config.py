@@ -539,3 +539,12 @@ def test_shipped_configs_differ_only_where_named():
     stl10 = parse_args(["--config", path, "--results-dir", "x"])
     at_96 = dict(dataset="stl10", image_size=96, stem="imagenet")
     assert vars(stl10) == dict(vars(cifar10), config=path, **v2_changes, **at_96)
+
+
+def test_the_quick_run_is_the_demos_recipe_on_a_subset():
+    quick = parse_args(["--config", str(CONFIGS_DIR / "cifar10_quick.yaml"), "--results-dir", "x"])
+    demo = parse_args(["--config", str(CONFIGS_DIR / "cifar10.yaml"), "--results-dir", "x"])
+    changes = dict(
+        lr=0.03, epochs=1, cos=False, batch_size=256, train_subset=1024, test_subset=1000
+    )
+    assert vars(quick) == dict(vars(demo), config=quick.config, **changes)

@@ -13,8 +13,7 @@ MAX_CHUNK_BYTES = 64 * 2**20
 
 
 def l2_normalize(x: np.ndarray, axis: int = 1, eps: float = 1e-12) -> np.ndarray:
-    """``x / max(||x||, eps)``, as ``torch.nn.functional.normalize``; keeps the dtype of ``x``
-    (float64 for ints), zero vectors stay zero."""
+    """``x / max(||x||, eps)`` as torch's ``F.normalize``: zero rows stay zero, ints -> float64."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -40,26 +39,23 @@ def knn_predict(
     ``k`` is clamped to N; ties rank the lower class first; which bank items tied at the k-th
     similarity count is unspecified (as with the reference's ``topk``).
     """
-    features, bank, bank_labels = np.asarray(features), np.asarray(bank), np.asarray(bank_labels)
+    features, bank, labels = np.asarray(features), np.asarray(bank), np.asarray(bank_labels)
     if features.ndim != 2 or bank.ndim != 2 or features.shape[1] != bank.shape[1]:
         raise ValueError(f"features and bank must share D, got {features.shape}, {bank.shape}")
     n = bank.shape[0]
-    if bank_labels.shape != (n,) or n == 0:
+    if labels.shape != (n,) or n == 0:
         raise ValueError(f"need a non-empty bank and bank_labels of shape ({n},)")
     if k < 1 or t <= 0:
         raise ValueError(f"need k >= 1, t > 0; got {k}, {t}")
     # Out-of-range labels (or num_classes < 1) would silently vote into another query's row.
-    if (
-        bank_labels.dtype.kind not in "iu"
-        or not 0 <= bank_labels.min() <= bank_labels.max() < num_classes
-    ):
+    if labels.dtype.kind not in "iu" or not 0 <= labels.min() <= labels.max() < num_classes:
         raise ValueError(f"bank_labels must be integers in [0, {num_classes})")
     if chunk_size is None:
         chunk_size = default_chunk_size(n, np.result_type(features, bank).itemsize)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
-    k, bank_labels = min(k, n), bank_labels.astype(np.int64)
+    k, labels = min(k, n), labels.astype(np.int64)
     ranked = np.empty((features.shape[0], num_classes), dtype=np.int64)
     for start in range(0, features.shape[0], chunk_size):
         sim = features[start : start + chunk_size] @ bank.T  # b x N
@@ -70,7 +66,7 @@ def knn_predict(
             idx = np.broadcast_to(np.arange(n), (b, n))
         weights = np.exp(np.take_along_axis(sim, idx, axis=1).astype(np.float64) / t)  # b x k
         # One bincount over (query, class) cells, not the reference's b x k x C one-hot.
-        cells = (np.arange(b)[:, None] * num_classes + bank_labels[idx]).ravel()
+        cells = (np.arange(b)[:, None] * num_classes + labels[idx]).ravel()
         scores = np.bincount(cells, weights.ravel(), minlength=b * num_classes).reshape(b, -1)
         # Stable sort of negated scores: ties go to the lower class index.
         ranked[start : start + b] = np.argsort(-scores, axis=1, kind="stable")

@@ -83,8 +83,7 @@ def train_linear_classifier(
             probs /= np.float32(len(index))
             w_buf = m * w_buf + (probs.T @ x + wd * w)
             b_buf = m * b_buf + (probs.sum(axis=0) + wd * b)
-            w -= lr * w_buf
-            b -= lr * b_buf
+            w, b = w - lr * w_buf, b - lr * b_buf
         if on_epoch is not None:
             on_epoch(epoch + 1, float(lr), total_loss / n)
     return LinearClassifier(weight=w, bias=b)

@@ -9,8 +9,7 @@ import numpy as np
 def topk_accuracy(
     ranked: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1, 5)
 ) -> dict[str, float]:
-    """``{"top1": ...}``: percentage of queries whose label is among their first k classes;
-    ``ranked`` holds class indices best first, B x C, for ``labels`` B."""
+    """``{"top1": ...}``: % of the B ``labels`` in the first k of ``ranked`` (B x C, best first)."""
     ranked, labels = np.asarray(ranked), np.asarray(labels)
     if ranked.ndim != 2 or labels.shape != ranked.shape[:1]:
         raise ValueError(f"need ranked B x C and labels B, got {ranked.shape}, {labels.shape}")

@@ -46,12 +46,6 @@ class BasicBlock(nn.Cell):
         return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
-def _make_layer(in_channels, channels, blocks, stride, norm):
-    layers = [BasicBlock(in_channels, channels, stride, norm)]
-    layers += [BasicBlock(channels, channels, 1, norm) for _ in range(1, blocks)]
-    return nn.SequentialCell(layers)
-
-
 class MaxPool3x3(nn.Cell):
     """PyTorch's ``MaxPool2d(3, stride=2, padding=1)``: -inf padding, then a valid max-pool
     (MindSpore's ``pad`` mode runs a 3-D pool with argmax and breaks MindIR's dynamic batch)."""
@@ -84,7 +78,9 @@ class ResNetCifar(nn.Cell):
             after_bn = nn.ReLU()
         stages, in_channels = [], 64
         for width, blocks, stride in zip((64, 128, 256, 512), layers, (1, 2, 2, 2)):
-            stages.append(_make_layer(in_channels, width, blocks, stride, norm))
+            stage = [BasicBlock(in_channels, width, stride, norm)]
+            stage += [BasicBlock(width, width, 1, norm) for _ in range(1, blocks)]
+            stages.append(nn.SequentialCell(stage))
             in_channels = width
         bn1, pool = norm(64), [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if mlp:
@@ -113,7 +109,9 @@ def create_backbone(
 ) -> ResNetCifar:
     """A ResNet whose BatchNorms are ``SplitBatchNorm(bn_splits)``, with MoCo v2's MLP head if
     ``mlp``; ``stem``: one of ``STEMS``."""
-    if arch not in ARCHS or stem not in STEMS:
-        raise ValueError(f"unknown arch {arch!r} or stem {stem!r}; available: {ARCHS}, {STEMS}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; available: {', '.join(STEMS)}")
     norm = partial(SplitBatchNorm, num_splits=bn_splits)
     return ResNetCifar(ARCHS[arch], num_classes, norm, mlp, stem)

@@ -92,17 +92,15 @@ DEMO_CURVE = tuple(
     )
 )
 DEMO_LABEL = "PyTorch demo (published log)"
+Curve = Sequence[tuple[int, float]]  # (epoch, value) pairs
 
 
 def training_curves_figure(
-    loss: Sequence[tuple[int, float]],
-    knn: Sequence[tuple[int, float]],
-    title: str = "",
-    reference: bool = False,
+    loss: Curve, knn: Curve, title: str = "", reference: bool = False
 ) -> Figure:
-    """The training loss and the kNN top-1 (epoch 0: initialisation), ``(epoch, value)`` pairs,
-    side by side, 10 x 4 inches; ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's
-    last epoch, or to epoch 10 for a shorter run (the demo's first ten epochs give its trend)."""
+    """The training loss and the kNN top-1 (epoch 0: initialisation) side by side, 10 x 4 inches;
+    ``reference`` adds ``DEMO_CURVE`` (dashed) up to this run's last epoch, or to epoch 10 for a
+    shorter run (the demo's first ten epochs give its trend)."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     panels = figure.subplots(1, 2)
     epochs = [e for e, _ in loss] + [e for e, _ in knn]
