@@ -155,4 +155,3 @@ class MoCo(nn.Cell):
             return loss_12 + loss_21, ops.concat((k1, k2), axis=0)
         loss, k = self.contrastive_loss(im_1, im_2, idx_shuffle[0])
         return loss, k
-

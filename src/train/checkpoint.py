@@ -47,7 +47,7 @@ def save_checkpoint(
         atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(
-            f"could not write checkpoint {path}: {err}; the previous checkpoint, if any, is unchanged"
+            f"could not write checkpoint {path}: {err}; the previous one, if any, is unchanged"
         ) from err
 
 
