@@ -70,12 +70,12 @@ _OPTIONS: list[Any] = [
     ("--seed", int, 0, "random seed"),
 ]
 _EVAL_OPTIONS: list[Any] = [  # None: set by resolve_evaluation_args
-    ("--config", str, "", "training config (default: config.yaml beside the checkpoint)"),
+    ("--config", str, "", "training config; default: config.yaml beside the checkpoint"),
     ("--data-dir", str, None, "folder holding the dataset" + _THEIRS),
     ("--dataset", str, None, "dataset to evaluate on" + _THEIRS, _DATASETS),
     ("--device_target", str, None, "MindSpore device" + _THEIRS, _DEVICES),
     ("--mode", int, None, "0 = GRAPH, 1 = PYNATIVE" + _THEIRS, [0, 1]),
-    ("--batch_size --batch-size", int, EVAL_BATCH_SIZE, "images per batch (default: %(default)s)"),
+    ("--batch_size --batch-size", int, EVAL_BATCH_SIZE, "images per batch"),
     ("--workers", int, None, "data pipeline workers" + _THEIRS),
     ("--val-split", float, None, "--dataset folder: held-out fraction" + _THEIRS),
     ("--skip-bad-images", bool, None, "--dataset folder: skip unreadable images" + _THEIRS),
@@ -106,11 +106,18 @@ def add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, a
     return options
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, unless it is None or "" (the help then says what applies)."""
+
+    def _get_help_string(self, action):
+        empty = action.default is None or action.default == ""
+        return action.help if empty else super()._get_help_string(action)
+
+
 def script_parser(description: str) -> argparse.ArgumentParser:
     """The scripts' parser: no abbreviated flags, defaults shown in ``--help``."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
     return argparse.ArgumentParser(
-        description=description, allow_abbrev=False, formatter_class=formatter
+        description=description, allow_abbrev=False, formatter_class=_Formatter
     )
 
 

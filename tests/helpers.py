@@ -259,6 +259,17 @@ TINY = [
 """A tiny but complete recipe: constant lr, so a run can be extended with --epochs."""
 
 
+# What a checkpoint records of the tiny model below (``MODEL_KEYS``), for direct save/load tests.
+TINY_MODEL = dict(
+    arch="resnet18",
+    moco_dim=16,
+    moco_k=32,
+    bn_splits=4,
+    symmetric=False,
+    mlp=False,
+    stem="cifar",
+    image_size=32,
+)
 FAULTY_MAIN = "tests/faulty_main.py"  # main.py with the faults of MOCO_FAULT (tests/faults.py)
 
 

@@ -22,8 +22,7 @@ TIMEOUT = 60.0  # seconds without an answer before a download fails
 
 @dataclass(frozen=True)
 class Archive:
-    """Where to fetch an archive, its md5, the folder it extracts to (inside the data root) and
-    the files that folder must hold."""
+    """An archive's URL and md5, the folder it extracts to and the files that folder must hold."""
 
     url: str
     md5: str
@@ -36,7 +35,6 @@ class Archive:
 
 
 def bad_file(path: Path, problem: str) -> DatasetError:
-    """The error for a file of an extracted folder: says how to get it again."""
     fix = f"delete {path.parent.name} and pass --download, or extract the archive again"
     return DatasetError(f"{path} {problem}: {fix}")
 
@@ -47,69 +45,47 @@ def require_folder(archive: Archive, root: str | os.PathLike, download: bool) ->
     if download:
         return download_archive(archive, root)
     if not (root / archive.folder).is_dir():
-        raise DatasetError(
-            f"{archive.folder} not found in {root}: pass --download, "
-            f"or extract {archive.name} there"
-        )
+        hint = f"pass --download, or extract {archive.name} there"
+        raise DatasetError(f"{archive.folder} not found in {root}: {hint}")
     return root / archive.folder
 
 
 def download_archive(archive: Archive, root: str | os.PathLike) -> Path:
-    """Fetches (or reuses) the archive in ``root``, checks and extracts it; returns its folder.
-    A no-op if the folder is complete."""
+    """Fetches (or reuses) the archive in ``root``, checks and extracts it; returns its folder,
+    at once if complete. A ``.part`` file and a staging folder leave nothing half done."""
     root = Path(root)
-    folder = root / archive.folder
+    folder, path = root / archive.folder, root / archive.name
     if all((folder / name).is_file() for name in archive.files):
         return folder
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DatasetError(f"cannot create {root} ({error}): pass a writable --data-dir") from None
-    path = root / archive.name
     fetched = not path.is_file()
     if fetched:
-        _fetch(archive, path)
-    _check_md5(path, archive.md5, fetched)
-    _extract(path, archive)
-    return folder
-
-
-def _fetch(archive: Archive, path: Path) -> None:
-    """Downloads to ``path`` through a ``.part`` file, so no half archive remains."""
-    logger.info("downloading %s to %s", archive.url, path)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with urlopen(archive.url, timeout=TIMEOUT) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out)
-        os.replace(partial, path)
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        raise DatasetError(
-            f"cannot download {archive.url} ({error}): fetch it another way and put "
-            f"{path.name} (md5 {archive.md5}) in {path.parent}"
-        ) from None
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _check_md5(path: Path, md5: str, fetched: bool) -> None:
-    """DatasetError if ``path`` has another md5; a ``fetched`` one is then deleted."""
+        logger.info("downloading %s to %s", archive.url, path)
+        partial = path.with_name(path.name + ".part")
+        try:
+            with urlopen(archive.url, timeout=TIMEOUT) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out)
+            os.replace(partial, path)
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            fix = f"fetch it another way and put {path.name} (md5 {archive.md5}) in {path.parent}"
+            raise DatasetError(f"cannot download {archive.url} ({error}): {fix}") from None
+        finally:
+            partial.unlink(missing_ok=True)
     digest = hashlib.md5()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):  # 1 MiB at a time
             digest.update(chunk)
-    got = digest.hexdigest()
-    if got != md5:
+    if digest.hexdigest() != archive.md5:
         fix = f"it was not used, replace it with the official {path.name}"
         if fetched:
             path.unlink(missing_ok=True)
             fix = "it was deleted, pass --download to retry"
-        raise DatasetError(f"{path} has md5 {got}, expected {md5}: {fix}")
-
-
-def _extract(path: Path, archive: Archive) -> None:
-    """Extracts to a staging folder, then moves the checked folder in place. The data filter
-    refuses absolute or ../ paths, links leaving the folder and devices."""
-    root = path.parent
+        raise DatasetError(f"{path} has md5 {digest.hexdigest()}, expected {archive.md5}: {fix}")
+    # Extract to a staging folder, then move the checked folder in place. The data filter refuses
+    # absolute or ../ paths, links leaving the folder and devices.
     if not hasattr(tarfile, "data_filter"):
         raise DatasetError(
             f"this Python cannot extract {path} safely (no tarfile data filter): "
@@ -133,9 +109,9 @@ def _extract(path: Path, archive: Archive) -> None:
                 f"{path} lacks {archive.folder}/{', '.join(missing)}: "
                 f"replace it with the official {archive.name}"
             )
-        target = root / archive.folder
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete earlier extraction
-        os.replace(extracted, target)
+        if folder.exists():
+            shutil.rmtree(folder)  # an incomplete earlier extraction
+        os.replace(extracted, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,6 +1,5 @@
 """Reader of CIFAR-10/100 ("python version"). The Python-2 pickles are read by an unpickler that
-resolves only their numpy globals, so no pickled code can run; every problem is a
-:class:`DatasetError` naming the file and the fix."""
+resolves only their numpy globals, so no pickled code can run."""
 
 from __future__ import annotations
 
@@ -21,12 +20,12 @@ ROW_LENGTH = 3 * IMAGE_SIZE * IMAGE_SIZE  # one planar row: 1024 R, 1024 G, 1024
 
 @dataclass(frozen=True)
 class CifarFiles:
-    """One CIFAR variant's archive, its files and the keys of their dicts."""
+    """One CIFAR variant's archive, its files (batches concatenated in order) and dict keys."""
 
     url: str
     md5: str
-    folder: str  # what the archive extracts to, inside the data root
-    train_files: tuple[str, ...]  # concatenated in this order
+    folder: str
+    train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     meta_file: str  # holds the class names
     label_key: str
@@ -66,8 +65,6 @@ CIFAR: dict[str, CifarFiles] = {
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Resolves only the numpy globals of the official files."""
-
     ALLOWED = {  # numpy's ndarray reduce layout
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
@@ -86,7 +83,7 @@ def _text(value: Any) -> Any:
 
 
 def _unpickle(path: Path, *keys: str) -> dict[str, Any]:
-    """Reads one CIFAR pickle safely; checks it is a dict holding ``keys``."""
+    """One CIFAR pickle, read safely: a dict holding ``keys``."""
     try:
         with open(path, "rb") as handle:
             # latin1 keeps Python-2 byte strings (including array buffers) lossless.
@@ -113,7 +110,7 @@ def planar_rows_to_hwc(rows: np.ndarray) -> np.ndarray:
 
 
 def _read_batch(path: Path, files: CifarFiles) -> tuple[np.ndarray, np.ndarray]:
-    """Reads and checks one batch file; returns (planar rows, int32 labels)."""
+    """One checked batch file: (planar rows, int32 labels)."""
     key = files.label_key
     content = _unpickle(path, "data", key)
     data = content["data"]
@@ -138,8 +135,7 @@ def _read_batch(path: Path, files: CifarFiles) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar(name: str, root: str | os.PathLike, split="train", download=False) -> ImageSplit:
-    """Split ``"train"`` or ``"test"`` of ``"cifar10"`` or ``"cifar100"`` in ``root``;
-    ``download`` fetches (or extracts) the archive if the folder is incomplete."""
+    """Split ``"train"`` or ``"test"`` of ``"cifar10"`` or ``"cifar100"`` in ``root``."""
     files = CIFAR[name]
     folder = require_folder(files.archive, root, download)
     meta, key = folder / files.meta_file, files.class_names_key
@@ -148,13 +144,12 @@ def load_cifar(name: str, root: str | os.PathLike, split="train", download=False
         got = len(names) if isinstance(names, (list, tuple)) else type(names).__name__
         raise bad_file(meta, f"has {got} class names in {key!r}, not {files.num_classes}")
     batch_files = {"train": files.train_files, "test": files.test_files}[split]
-    batches = [_read_batch(folder / file, files) for file in batch_files]
-    rows = np.concatenate([data for data, _ in batches])
-    labels = np.concatenate([batch_labels for _, batch_labels in batches])
-    return ImageSplit(planar_rows_to_hwc(rows), labels, [str(_text(n)) for n in names])
+    rows, labels = zip(*(_read_batch(folder / file, files) for file in batch_files))
+    classes = [str(_text(name)) for name in names]
+    return ImageSplit(planar_rows_to_hwc(np.concatenate(rows)), np.concatenate(labels), classes)
 
 
 def load_cifar_splits(name: str, root: str | os.PathLike, download=False, **_) -> Splits:
-    """(pretrain, bank, queries) = (train, train, test) of CIFAR-10/100."""
-    train = load_cifar(name, root, "train", download)  # downloads once, if asked
+    """(pretrain, bank, queries) = (train, train, test); downloads once, if asked."""
+    train = load_cifar(name, root, "train", download)
     return Splits(train, train, load_cifar(name, root, "test"))

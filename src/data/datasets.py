@@ -1,6 +1,5 @@
-"""The registry of ``--dataset`` names: each one's reader, default image size and normalisation.
-CIFAR keeps the PyTorch MoCo demo's statistics; STL-10 and folders of images use ImageNet's,
-the usual choice for natural photographs without statistics of their own."""
+"""The registry of ``--dataset`` names. CIFAR keeps the PyTorch MoCo demo's normalisation; STL-10
+and folders of images use ImageNet's, the usual choice for photographs without statistics."""
 
 from __future__ import annotations
 
@@ -14,15 +13,13 @@ from .folder import load_folder_splits
 from .splits import DatasetError, ImageSplit, Splits
 from .transforms import BLUR_MIN_SIZE, CROP_SCALE, CROP_SCALE_V2, Augmentation
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # mean, std
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset: ``read(root, download=, image_size=, val_split=, skip_bad_images=)`` returns
-    its Splits (a reader ignores the options it has no use for); its default ``--image-size``
-    and normalisation, per RGB channel on the [0, 1] scale."""
+    """``read(root, download=, image_size=, val_split=, skip_bad_images=)`` gives the Splits (a
+    reader ignores what it has no use for), the default ``--image-size`` and the normalisation."""
 
     read: Callable[..., Splits]
     image_size: int
@@ -31,34 +28,26 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    # The demo's CIFAR-10 std is not the true pixel std; kept for comparable runs.
-    "cifar10": DatasetInfo(
-        partial(cifar.load_cifar_splits, "cifar10"),
-        cifar.IMAGE_SIZE,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2023, 0.1994, 0.2010),
-    ),
-    "cifar100": DatasetInfo(
-        partial(cifar.load_cifar_splits, "cifar100"),
-        cifar.IMAGE_SIZE,
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-    ),
-    "stl10": DatasetInfo(stl10.load_stl10_splits, stl10.IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD),
-    "folder": DatasetInfo(load_folder_splits, 32, IMAGENET_MEAN, IMAGENET_STD),
+    name: DatasetInfo(partial(cifar.load_cifar_splits, name), cifar.IMAGE_SIZE, mean, std)
+    for name, mean, std in [
+        # The demo's CIFAR-10 std is not the true pixel std; kept for comparable runs.
+        ("cifar10", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+        ("cifar100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ]
 }
+DATASETS["stl10"] = DatasetInfo(stl10.load_stl10_splits, stl10.IMAGE_SIZE, *IMAGENET)
+DATASETS["folder"] = DatasetInfo(load_folder_splits, 32, *IMAGENET)
 
 
 def get_dataset(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of a ``--dataset`` name; DatasetError for an unknown one."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
 def create_augmentation(dataset: str, image_size: int, aug_plus: bool) -> Augmentation:
-    """The train views of ``dataset`` at ``image_size``: MoCo v1's, or v2's with ``aug_plus``
-    (crops of 20% of the image or more, and blur from ``BLUR_MIN_SIZE`` pixels up)."""
+    """MoCo v1's train views, or v2's with ``aug_plus``: crops of 20% or more, blur from
+    ``BLUR_MIN_SIZE`` pixels up."""
     info = get_dataset(dataset)
     crop_scale = CROP_SCALE_V2 if aug_plus else CROP_SCALE
     blur = aug_plus and image_size >= BLUR_MIN_SIZE
@@ -80,9 +69,8 @@ def load_data(
     train_subset=0,
     test_subset=0,
 ) -> Splits:
-    """The :class:`Splits` of dataset ``name`` in ``data_dir``, images of a folder at
-    ``image_size`` (0: the default). ``train_subset`` / ``test_subset`` > 0 keep the first N
-    images of pretrain and bank / of queries (0: all)."""
+    """The Splits of ``name`` in ``data_dir``, a folder's images at ``image_size`` (0: default);
+    ``train_subset`` / ``test_subset`` > 0 keep the first N of pretrain and bank / queries."""
     assert train_subset >= 0 and test_subset >= 0, "checked by src.config"
     info = get_dataset(name)
     splits = info.read(

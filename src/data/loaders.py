@@ -1,32 +1,18 @@
-"""``mindspore.dataset`` pipelines for MoCo pre-training and evaluation. The train pipeline is
-rebuilt every epoch as a pure function of ``(seed, epoch)``: NumPy decides the image order and
-every view's crop, flip, jitter, grayscale and blur; MindSpore's global dataset seed (derived from
-the same pair) the colour jitter's factors and order, its only random op."""
+"""``mindspore.dataset`` pipelines for MoCo pre-training and evaluation. The train pipeline is a
+pure function of ``(seed, epoch)``: NumPy draws the order and every view's decisions, MindSpore's
+global dataset seed (derived from the same pair) the colour jitter, its only random op."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import mindspore.dataset as ds
-import mindspore.dataset.transforms as transforms
 import numpy as np
+from mindspore.dataset.transforms import Duplicate
 
+from . import transforms
 from .splits import ImageSplit
-from .transforms import (
-    CROP_SCALE,
-    Augmentation,
-    colour_jitter,
-    crop,
-    eval_transforms,
-    finish_views,
-    resize,
-    sample_blur,
-    sample_crop_boxes,
-    sample_view_decisions,
-)
 
-TRAIN_COLUMNS = ("im_1", "im_2")
-EVAL_COLUMNS = ("image", "label")
 # std::mt19937's default seed: MindSpore takes it for "no seed set" and then seeds its random
 # ops nondeterministically, so it must never be used as a real seed.
 _MINDSPORE_UNSET_SEED = 5489
@@ -36,7 +22,7 @@ _BLUR_STREAM = 3  # and their blur (its own stream: the other draws stay those w
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
-    """The image order of one training epoch: a permutation, a pure function of the arguments."""
+    """The image order of one training epoch, a pure function of the arguments."""
     return np.random.default_rng([seed, epoch]).permutation(num_images)
 
 
@@ -46,18 +32,18 @@ def view_decisions(
     width: int,
     seed: int,
     epoch: int,
-    crop_scale: Sequence[float] = CROP_SCALE,
+    crop_scale: Sequence[float] = transforms.CROP_SCALE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop boxes (num_views, 4) and decisions (num_views, 3) of one epoch's views (two per
-    image, in the epoch's order): a pure function of the arguments, every draw independent."""
+    image, in the epoch's order), a pure function of the arguments."""
     rng = np.random.default_rng([seed, epoch, _DECISION_STREAM])
-    boxes = sample_crop_boxes(rng, num_views, height, width, crop_scale)
-    return boxes, sample_view_decisions(rng, num_views)
+    boxes = transforms.sample_crop_boxes(rng, num_views, height, width, crop_scale)
+    return boxes, transforms.sample_view_decisions(rng, num_views)
 
 
 def view_blur(num_views: int, seed: int, epoch: int) -> np.ndarray:
-    """Blur sigma (0: none) of one epoch's views, float32 (num_views,), a pure function."""
-    return sample_blur(np.random.default_rng([seed, epoch, _BLUR_STREAM]), num_views)
+    """Blur sigmas (0: none) of one epoch's views, float32 (num_views,), a pure function."""
+    return transforms.sample_blur(np.random.default_rng([seed, epoch, _BLUR_STREAM]), num_views)
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -67,15 +53,8 @@ def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return derived + 1 if derived == _MINDSPORE_UNSET_SEED else derived
 
 
-def shard_positions(num_images: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """Positions in the epoch's order of one device's images: rows ``rank * n`` to
-    ``(rank + 1) * n`` of every full global batch, ``n = batch_size / world``."""
-    n, steps = batch_size // world, num_images // batch_size
-    return np.arange(steps * batch_size).reshape(steps, world, n)[:, rank].reshape(-1)
-
-
 class _Source:
-    """Random-access source of ``length`` rows, row ``i`` being ``row(i)``."""
+    """Random access to ``length`` rows for GeneratorDataset: row ``i`` is ``row(i)``."""
 
     def __init__(self, length: int, row: Callable[[int], tuple]):
         self._length, self._row = length, row
@@ -100,7 +79,7 @@ def _dataset(length: int, row: Callable[[int], tuple], columns: Sequence[str]) -
 
 def create_train_dataset(
     split: ImageSplit,
-    augmentation: Augmentation,
+    augmentation: transforms.Augmentation,
     batch_size: int,
     seed: int,
     epoch: int,
@@ -108,10 +87,10 @@ def create_train_dataset(
     rank: int = 0,
     world: int = 1,
 ) -> ds.Dataset:
-    """One epoch of MoCo training: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``,
-    float32 (B, 3, S, S); on ``world`` devices this one's B / world rows of each (the same views
-    as on one device). Sets MindSpore's global dataset seed, read when the iterator is created:
-    iterate before anything else sets one. Deterministic for a fixed ``workers``."""
+    """One epoch: ``len(split) // batch_size`` batches of ``im_1``, ``im_2``, float32 (B, 3, S, S);
+    on ``world`` devices this one's B / world rows of each (the same views as on one device). Sets
+    MindSpore's global dataset seed, read when the iterator is created: iterate before anything
+    else sets one. Deterministic for a fixed ``workers``."""
     assert 0 < batch_size <= len(split) and batch_size % world == 0, "checked by src.config"
     mean, std, blur = augmentation.mean, augmentation.std, augmentation.blur
     images, order = split.images, epoch_order(len(split), seed, epoch)
@@ -119,34 +98,29 @@ def create_train_dataset(
         2 * len(order), *images.shape[1:3], seed, epoch, augmentation.crop_scale
     )
     sigma = view_blur(2 * len(order), seed, epoch) if blur else np.zeros(2 * len(order), np.float32)
-    positions = shard_positions(len(order), batch_size, rank, world)
+    # This device's rows rank * n to (rank + 1) * n of every full global batch of the order.
+    n, steps = batch_size // world, len(order) // batch_size
+    positions = np.arange(steps * batch_size).reshape(steps, world, n)[:, rank].reshape(-1)
     ds.config.set_seed(augmentation_seed(seed, epoch, rank))
 
     def row(i: int) -> tuple:  # view i % 2 of the device's image i // 2, cropped
         view = 2 * positions[i // 2] + i % 2
-        return crop(images[order[view // 2]], boxes[view]), decisions[view], sigma[view]
+        return transforms.crop(images[order[view // 2]], boxes[view]), decisions[view], sigma[view]
 
-    def finish(plain, jittered, decided, blurred):  # rows: view 1, view 2, view 1, ...
-        views = finish_views(plain, jittered, decided, mean, std, blurred if blur else None)
+    def finish(plain, jittered, flags, sigmas):  # rows: view 1, view 2, view 1, ...
+        views = transforms.finish_views(plain, jittered, flags, mean, std, sigmas if blur else None)
         return np.ascontiguousarray(views[0::2]), np.ascontiguousarray(views[1::2])
 
     # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
     # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
-    dataset = _dataset(2 * len(positions), row, ["image", "decisions", "sigma"])
-    dataset = dataset.map(
-        [resize(augmentation.image_size)], input_columns=["image"], num_parallel_workers=workers
-    )
-    dataset = dataset.map(
-        [transforms.Duplicate()], input_columns=["image"], output_columns=["image", "jittered"]
-    )
-    dataset = dataset.map(
-        [colour_jitter()], input_columns=["jittered"], num_parallel_workers=workers
-    )
-    dataset = dataset.batch(2 * batch_size // world, drop_remainder=True)
-    return dataset.map(
-        finish,
-        input_columns=["image", "jittered", "decisions", "sigma"],
-        output_columns=list(TRAIN_COLUMNS),
+    size, columns = augmentation.image_size, ["image", "jittered", "decisions", "sigma"]
+    return (
+        _dataset(2 * len(positions), row, ["image", "decisions", "sigma"])
+        .map([transforms.resize(size)], input_columns=["image"], num_parallel_workers=workers)
+        .map([Duplicate()], input_columns=["image"], output_columns=["image", "jittered"])
+        .map([transforms.colour_jitter()], input_columns=["jittered"], num_parallel_workers=workers)
+        .batch(2 * batch_size // world, drop_remainder=True)
+        .map(finish, input_columns=columns, output_columns=["im_1", "im_2"])
     )
 
 
@@ -158,14 +132,12 @@ def create_eval_dataset(
     workers=1,
     image_size: int | None = None,
 ) -> ds.Dataset:
-    """Every image of ``split`` once, in order: ``image`` float32 (B, 3, S, S), ``label`` int32;
-    the last batch may be smaller. Images are resized (bilinear) to S = ``image_size`` if given
-    and not their size already."""
+    """Every image once, in order: ``image`` float32 (B, 3, S, S), ``label`` int32, the last batch
+    maybe smaller; resized to S = ``image_size`` if given."""
     assert batch_size > 0, "checked by src.config"
     images, labels = split.images, split.labels
-    ops = eval_transforms(mean, std)
+    ops = transforms.eval_transforms(mean, std)
     if image_size is not None and images.shape[1:3] != (image_size, image_size):
-        ops = [resize(image_size), *ops]
-    dataset = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), EVAL_COLUMNS)
-    dataset = dataset.map(ops, input_columns=["image"], num_parallel_workers=workers)
-    return dataset.batch(batch_size, drop_remainder=False)
+        ops = [transforms.resize(image_size), *ops]
+    rows = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), ["image", "label"])
+    return rows.map(ops, input_columns=["image"], num_parallel_workers=workers).batch(batch_size)

@@ -32,9 +32,8 @@ class ImageSplit:
 
 
 class Splits(NamedTuple):
-    """A dataset's roles in MoCo: ``pretrain`` (the encoder trains on it), ``bank`` (labelled kNN
-    memory bank and linear-probe train set) and ``queries`` (evaluated; None without labelled
-    held-out images)."""
+    """``pretrain`` trains the encoder; ``bank`` is the labelled kNN memory bank and linear-probe
+    train set; ``queries`` are evaluated (None without labelled held-out images)."""
 
     pretrain: ImageSplit
     bank: ImageSplit
@@ -42,5 +41,4 @@ class Splits(NamedTuple):
 
     @property
     def evaluable(self) -> bool:
-        """Whether a kNN or linear evaluation can run: labelled bank and queries."""
         return self.queries is not None and self.bank.num_classes > 0

@@ -1,7 +1,6 @@
-"""Per-view augmentations of the MoCo recipe (torchvision's rules) and the normalisation. A
-view's random decisions are drawn in NumPy, its pixels go through MindSpore C++ ops. MindSpore
-seeds every random op from the one global seed, so two random ops would draw the same numbers in
-lockstep: the training loader keeps a single one, the colour jitter."""
+"""Per-view augmentations of the MoCo recipe (torchvision's rules) and the normalisation. Random
+decisions are drawn in NumPy: MindSpore seeds every random op from the one global seed, so two
+would draw in lockstep; the train loader keeps a single one, the colour jitter."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ _GREY_WEIGHTS = np.array([9798, 19235, 3735], dtype=np.int32)
 
 @dataclass(frozen=True)
 class Augmentation:
-    """How the train pipeline makes a view: normalisation (per RGB channel, on the [0, 1] scale),
-    output size, the crop's area range and MoCo v2's blur."""
+    """A train view's normalisation (per RGB channel, [0, 1] scale), size, crop area and blur."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -52,20 +50,16 @@ def sample_crop_boxes(
     ratio: Sequence[float] = CROP_RATIO,
 ) -> np.ndarray:
     """``n`` boxes (top, left, height, width), int64 (n, 4), by torchvision's RandomResizedCrop:
-    ``CROP_TRIES`` tries of area uniform in ``scale`` * image area, log aspect r uniform in
-    ``log(ratio)``; the first box ``round(sqrt(area * r))`` wide, ``round(sqrt(area / r))`` high
-    that fits wins, at a uniform position. Else a centre crop, aspect ratio clamped to ``ratio``."""
+    the first of ``CROP_TRIES`` draws that fits, at a uniform position, else a centre crop."""
     target = height * width * rng.uniform(scale[0], scale[1], size=(n, CROP_TRIES))
     aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, CROP_TRIES)))
     w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
     h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     found, first = fits.any(axis=1), fits.argmax(axis=1)
-    fallback_h, fallback_w = height, width
-    if width / height < min(ratio):
-        fallback_h = int(round(width / min(ratio)))
-    elif width / height > max(ratio):
-        fallback_w = int(round(height * max(ratio)))
+    # The centre crop: the whole image, its aspect ratio clamped to ``ratio``.
+    fallback_h = min(height, int(round(width / min(ratio))))
+    fallback_w = min(width, int(round(height * max(ratio))))
     rows = np.arange(n)
     h = np.where(found, h[rows, first], fallback_h)
     w = np.where(found, w[rows, first], fallback_w)
@@ -75,16 +69,12 @@ def sample_crop_boxes(
 
 
 def sample_view_decisions(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Independent yes/no decisions of ``n`` views, uint8 (n, 3): columns ``FLIP`` (p 0.5),
-    ``JITTER`` (colour jitter applied, p 0.8) and ``GRAYSCALE`` (p 0.2).
-    """
-    probabilities = np.array([FLIP_PROB, COLOR_JITTER_PROB, GRAYSCALE_PROB])
-    return (rng.random((n, 3)) < probabilities).astype(np.uint8)
+    """Independent decisions of ``n`` views, uint8 (n, 3): ``FLIP``, ``JITTER``, ``GRAYSCALE``."""
+    return (rng.random((n, 3)) < [FLIP_PROB, COLOR_JITTER_PROB, GRAYSCALE_PROB]).astype(np.uint8)
 
 
 def sample_blur(rng: np.random.Generator, n: int) -> np.ndarray:
-    """MoCo v2's blur of ``n`` views, float32 (n,): sigma uniform in ``BLUR_SIGMA`` with
-    probability ``BLUR_PROB``, else 0 (no blur)."""
+    """Blur sigmas of ``n`` views, float32 (n,): uniform in BLUR_SIGMA with p BLUR_PROB, else 0."""
     applied = rng.random(n) < BLUR_PROB
     return np.where(applied, rng.uniform(*BLUR_SIGMA, size=n), 0.0).astype(np.float32)
 
@@ -101,8 +91,7 @@ def resize(size: int = CROP_SIZE) -> vision.Resize:
 
 
 def colour_jitter() -> vision.RandomColorAdjust:
-    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1): brightness, contrast and saturation factors
-    uniform in [0.6, 1.4], hue in [-0.1, 0.1], the four adjustments in a random order."""
+    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1): random factors, in a random order."""
     return vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, SATURATION, HUE)
 
 
@@ -113,8 +102,8 @@ def grey(images: np.ndarray) -> np.ndarray:
 
 
 def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W, C) images, image i blurred by a Gaussian of ``sigma[i]`` pixels (0: kept):
-    separable, truncated at 3 sigma, edges extended as Pillow's GaussianBlur, rounded."""
+    """Image i blurred by a Gaussian of ``sigma[i]`` pixels (0: kept), truncated at 3 sigma, edges
+    extended as Pillow's GaussianBlur."""
     out, chosen = images.copy(), np.flatnonzero(sigma > 0)
     if not len(chosen):
         return out
@@ -124,8 +113,7 @@ def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     kernels = (kernels / kernels.sum(axis=1, keepdims=True))[:, :, None, None, None]
     x = images[chosen].astype(np.float32)
     for axis in (1, 2):  # rows, then columns
-        pad = [(0, 0)] * 4
-        pad[axis] = (radius, radius)
+        pad = [(radius, radius) if dim == axis else (0, 0) for dim in range(4)]
         padded, length = np.pad(x, pad, mode="edge"), x.shape[axis]
         window = [slice(None)] * axis  # the slice of ``axis`` follows
         taps = (padded[(*window, slice(j, j + length))] for j in range(2 * radius + 1))
@@ -142,10 +130,9 @@ def finish_views(
     std: Sequence[float],
     sigma: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Resized uint8 (N, H, W, 3) views to normalised float32 (N, 3, H, W): ``jittered`` or
-    ``plain`` (``JITTER``), mirrored (``FLIP``), grey (``GRAYSCALE``), blurred by ``sigma``. Flip
-    after jitter equals torchvision's order: the adjustments act per pixel but for contrast's
-    mean, which a flip keeps; a Gaussian blur is mirror-symmetric too."""
+    """uint8 (N, H, W, 3) views, ``jittered`` or ``plain``, flipped, grey and blurred as decided,
+    as normalised float32 (N, 3, H, W). Flip after jitter and blur equals torchvision's order: the
+    adjustments are per pixel but for contrast's mean, which a flip keeps."""
     decisions = np.asarray(decisions).astype(bool)
     views = np.where(decisions[:, JITTER, None, None, None], jittered, plain)
     flip, grayscale = decisions[:, FLIP], decisions[:, GRAYSCALE]
@@ -155,13 +142,8 @@ def finish_views(
         views = gaussian_blur(views, np.asarray(sigma))
     # A table per channel of the 256 values, computed as vision.Rescale then vision.Normalize.
     levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
-    mean, std = np.asarray(mean, np.float32)[:, None], np.asarray(std, np.float32)[:, None]
-    table = (levels - mean) / std
-    channels_first = views.transpose(0, 3, 1, 2)
-    normalised = np.empty(channels_first.shape, dtype=np.float32)
-    for channel in range(3):
-        normalised[:, channel] = table[channel][channels_first[:, channel]]
-    return normalised
+    table = (levels - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+    return np.stack([table[channel][views[..., channel]] for channel in range(3)], axis=1)
 
 
 def eval_transforms(mean: Sequence[float], std: Sequence[float]) -> list:

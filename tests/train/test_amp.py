@@ -8,7 +8,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from helpers import FAULTY_MAIN, TINY, checkpoint_arrays, run_main
+from helpers import FAULTY_MAIN, TINY, TINY_MODEL, checkpoint_arrays, run_main
 from src.models import MoCo
 from src.train.checkpoint import load_checkpoint, save_checkpoint
 from src.train.loop import shuffle_permutations
@@ -81,7 +81,7 @@ def test_overflow_skips_the_update_and_the_keys_and_halves_the_scale(runs, tmp_p
     assert o2["kept"] and o2["queue_kept"]  # no SGD update, no keys enqueued
     assert o2["next_finite"] and o2["next_trained"]  # the next step trains, at the halved scale
     # The scale is checkpointed; a float32 checkpoint resumes in float16 with a new scale.
-    args = model_settings()
+    args = TINY_MODEL
     save_checkpoint(o2["step"], str(tmp_path / "amp.ckpt"), 1, args)
     assert checkpoint_arrays(str(tmp_path / "amp.ckpt"))["amp_loss_scale"] == 2.0**15
     _, fresh = build("O2")
@@ -91,19 +91,6 @@ def test_overflow_skips_the_update_and_the_keys_and_halves_the_scale(runs, tmp_p
     save_checkpoint(float32_step, str(tmp_path / "fp32.ckpt"), 1, args)
     load_checkpoint(fresh, str(tmp_path / "fp32.ckpt"), args)
     assert float(fresh.loss_scale.loss_scale.asnumpy()) == 2.0**15  # kept: not in the file
-
-
-def model_settings():
-    return dict(
-        arch="resnet18",
-        moco_dim=16,
-        moco_k=32,
-        bn_splits=4,
-        symmetric=False,
-        mlp=False,
-        stem="cifar",
-        image_size=32,
-    )
 
 
 def test_loss_scale_halves_on_overflow_and_doubles_after_a_window():

@@ -8,6 +8,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from helpers import TINY_MODEL
 from src.eval.evaluate import restore_encoder
 from src.models import MoCo
 from src.train import checkpoint as ckpt
@@ -15,17 +16,7 @@ from src.train.step import MoCoTrainStep, create_optimizer
 
 
 def config(**overrides):
-    values = dict(
-        arch="resnet18",
-        moco_dim=16,
-        moco_k=32,
-        bn_splits=4,
-        symmetric=False,
-        mlp=False,
-        stem="cifar",
-        image_size=32,
-    )
-    return {**values, **overrides}
+    return {**TINY_MODEL, **overrides}
 
 
 def build(seed=0, **overrides):
