@@ -187,11 +187,27 @@ def load_config_file(path: str) -> dict[str, Any]:
     return content or {}
 
 
+def _typed(action: argparse.Action, value: Any) -> Any:
+    """A YAML value as its flag would parse it; TypeError or ValueError if it cannot."""
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise TypeError(f"{type(value).__name__} is not true/false")
+        return value
+    many = action.nargs == "*"
+    if isinstance(value, list) != many:
+        raise TypeError("a list is needed" if many else "a list is not allowed")
+    if action.type is str and not isinstance(value, str):  # argparse would take 42
+        raise TypeError(f"{type(value).__name__} is not str")
+    typed = [action.type(str(item)) for item in (value if many else [value])]
+    if action.choices is not None and (bad := [v for v in typed if v not in action.choices]):
+        raise ValueError(f"invalid choice: {bad[0]!r} (choose from {action.choices})")
+    return typed if many else typed[0]
+
+
 def _yaml_defaults(content: dict[str, Any], path: str) -> dict[str, Any]:
-    """Parses each YAML entry as flag tokens (``cos: false`` -> ``--no-cos``) with the training
-    options; the typed values by dest. ConfigError lists each bad entry on its own line."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    options = add_options(parser, _OPTIONS)
+    """The entries of a ``--config`` file typed as their flags (by dest); ConfigError lists
+    each bad entry on its own line."""
+    options = add_options(argparse.ArgumentParser(), _OPTIONS)
     values, keys, errors = {}, {}, []
     for key, value in content.items():
         key = str(key)
@@ -201,28 +217,16 @@ def _yaml_defaults(content: dict[str, Any], path: str) -> dict[str, Any]:
             hint = ", ".join(name.replace("_", "-") if "-" in key else name for name in close)
             hint = f"; did you mean {hint}?" if close else ""
             errors.append(f"unknown key {key!r}{hint} (known keys: {', '.join(sorted(options))})")
-            continue
-        if dest in keys:
+        elif dest in keys:
             errors.append(f"sets {dest} twice, as {keys[dest]!r} and {key!r}")
-            continue
-        keys[dest], flag, many = key, action.option_strings[-1], action.nargs == "*"
-        try:
-            if isinstance(action, argparse.BooleanOptionalAction) and isinstance(value, bool):
-                tokens = [action.option_strings[0 if value else 1]]  # --cos / --no-cos
-            elif isinstance(value, list) != many:
-                raise TypeError("a list is needed" if many else "a list is not allowed")
-            elif action.type is str and not isinstance(value, str):  # argparse would take 42
-                raise TypeError(f"{type(value).__name__} is not str")
-            else:  # "--flag=value": a value may start with "-"
-                tokens = [flag, *map(str, value)] if many else [f"{flag}={value}"]
-            parsed, extra = parser.parse_known_args(tokens)
-            values[dest] = getattr(parsed, dest)
-            if extra or many and len(values[dest]) != len(value):
-                raise TypeError("a list item looks like a flag")
-        except (argparse.ArgumentError, TypeError) as error:
-            kind = getattr(action.type, "__name__", "bool (true/false)")
-            kind = "list of " + kind if many else kind
-            errors.append(f"{key} = {value!r} is invalid, expected {kind} ({error})")
+        else:
+            keys[dest] = key
+            try:
+                values[dest] = _typed(action, value)
+            except (TypeError, ValueError) as error:
+                kind = getattr(action.type, "__name__", "bool (true/false)")
+                kind = "list of " + kind if action.nargs == "*" else kind
+                errors.append(f"{key} = {value!r} is invalid, expected {kind} ({error})")
     if errors:
         raise ConfigError(f"invalid config file {path!r}:\n  " + "\n  ".join(errors))
     return values

@@ -1,6 +1,5 @@
-"""Command-line tools outside training, ``python -m src.tools.convert_pytorch`` and ``python -m
-src.tools.export``, and what they share: their error, PyTorch files (torch imported only when
-needed), atomic writes and the ``main`` of a tool."""
+"""What ``python -m src.tools.convert_pytorch`` and ``python -m src.tools.export`` share: their
+error, PyTorch files (torch imported only when needed), atomic writes and a tool's ``main``."""
 
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -19,7 +18,6 @@ class ConversionError(ValueError):
 
 
 def import_torch():
-    """``torch``, imported on first use; ConversionError if it is not installed."""
     try:
         import torch
     except ImportError as err:
@@ -30,7 +28,6 @@ def import_torch():
 
 
 def write_atomically(path: str, write: Callable[[str], Any]) -> None:
-    """``atomic_write(path, write)``, its failures raised as ConversionError."""
     try:
         atomic_write(path, write)
     except (OSError, RuntimeError, ValueError) as err:
@@ -58,15 +55,15 @@ def load_torch(path: str) -> Any:
 
 
 def save_torch(tree: Any, path: str) -> None:
-    """Writes ``tree`` with ``torch.save`` atomically, its NumPy arrays as tensors."""
+    """``torch.save`` of ``tree``, atomically, its NumPy arrays as tensors."""
     torch = import_torch()
     tree = _map_leaves(tree, np.ndarray, torch.from_numpy)
     write_atomically(path, lambda tmp: torch.save(tree, tmp))
 
 
 def run_tool(command: Callable[..., str], **options) -> int:
-    """A tool's ``main``: runs ``command(**options)`` on the CPU and logs the line it returns. Exit
-    code 0, or 2 after logging a ConversionError or CheckpointError as one line."""
+    """Runs ``command(**options)`` on the CPU and logs the line it returns: exit code 0, or 2 after
+    logging a ConversionError or CheckpointError as one line."""
     logger = setup_logging()
     set_device("CPU", ms.PYNATIVE_MODE)
     try:

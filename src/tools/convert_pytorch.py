@@ -1,8 +1,7 @@
 """Converts MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and ours (.ckpt).
 
 ``python -m src.tools.convert_pytorch IN OUT [--bn-splits N] [--symmetric]``, the direction from
-the extensions. Pass the demo run's bn_splits and symmetric: a state_dict does not show them.
-"""
+the extensions. Pass the demo run's bn_splits and symmetric: a state_dict does not show them."""
 
 import argparse
 import functools
@@ -21,7 +20,7 @@ from ..train.checkpoint import MODEL_KEYS, CheckpointError, checkpoint_settings,
 from ..train.step import create_optimizer
 from . import ConversionError, import_torch, load_torch, run_tool, save_torch, write_atomically
 
-PTH_EXTENSIONS, CKPT_EXTENSIONS = (".pth", ".pt"), (".ckpt",)
+KINDS = {".pth": "pth", ".pt": "pth", ".ckpt": "ckpt"}  # by extension
 BN_TO_TORCH = dict(
     gamma="weight", beta="bias", moving_mean="running_mean", moving_variance="running_var"
 )
@@ -35,7 +34,8 @@ STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
 TORCHVISION = {"0": "conv1", "1": "bn1", "9": "fc"}
 TORCHVISION.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
 IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's or STL-10's
-SETTINGS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "epoch")  # mlp: from tensors
+# The keyword-only parameters of both conversions recorded or checked; mlp is read off the tensors.
+SETTINGS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "epoch")
 Schema = Mapping[str, tuple[int, ...]]
 
 
@@ -88,11 +88,6 @@ def torch_state_to_mindspore(state_dict: Mapping, schema: Schema, what="state_di
     return {name: _layout(name, state[key], torch=False) for key, name in names.items()}
 
 
-def mindspore_model_state(model: ms.nn.Cell) -> dict[str, np.ndarray]:
-    """Copies of a MoCo cell's model tensors (encoders, queue, pointer; no split-BN scratch)."""
-    return {p.name: p.asnumpy().copy() for p in model.get_parameters() if _is_model_tensor(p.name)}
-
-
 def check_against_schema(tensors: Mapping[str, Any], schema: Schema, what: str) -> None:
     """Raises ConversionError listing every unexpected, missing and mismatched name."""
     shapes = {n: (np.shape(tensors[n]), tuple(schema[n])) for n in sorted(schema) if n in tensors}
@@ -130,9 +125,8 @@ def torch_optimizer_to_mindspore(
                 f"SGD group without nesterov or dampening over {len(params)} encoder weights"
             )
         lr, momentum = group["lr"], group.get("momentum", 0.0)
-        position = {index: pos for pos, index in enumerate(indices)}
         for index, state in (optimizer.get("state") or {}).items():
-            key, name = params[position[index]] if index in position else ("no parameter", "")
+            key, name = params[indices.index(index)] if index in indices else ("no parameter", "")
             for field, buf in state.items():
                 label = f"state[{index}].{field} ({key}"
                 if field != "momentum_buffer":
@@ -154,11 +148,8 @@ def torch_optimizer_to_mindspore(
 
 def mindspore_optimizer_to_torch(entries: Mapping, params: Sequence, weight_decay: float) -> dict:
     """Our moments, lr and momentum as the demo's SGD state dict (we do not store weight decay)."""
-    state = {
-        index: {"momentum_buffer": np.asarray(entries[MOMENTS + name])}
-        for index, (_, name) in enumerate(params)
-        if MOMENTS + name in entries
-    }
+    moments = {index: entries.get(MOMENTS + name) for index, (_, name) in enumerate(params)}
+    state = {i: {"momentum_buffer": np.asarray(m)} for i, m in moments.items() if m is not None}
     # The Python float a float32 stands for: 0.06, not 0.05999999865889549.
     lr, momentum = (float(str(np.float32(entries[key]))) for key in ("learning_rate", "momentum"))
     group = dict(lr=lr, momentum=momentum, dampening=0, weight_decay=float(weight_decay))
@@ -195,26 +186,34 @@ def model_schema(arch: str, moco_dim: int, moco_k: int, mlp=False, stem="cifar")
     return MappingProxyType({p.name: p.shape for p in params if SCRATCH_PREFIX not in p.name})
 
 
-def _metadata(found: Mapping, settings: Mapping, source: str, defaults=MappingProxyType({})):
-    """The epoch and ``MODEL_KEYS`` to record: the ``SETTINGS`` given (not None), else as ``found``
-    in ``source``, else ``defaults``. ConversionError where a setting given is not the one found."""
-    if not set(settings) <= set(SETTINGS):
-        raise TypeError(f"unknown settings {sorted(set(settings) - set(SETTINGS))}")
-    given = {key: value for key, value in settings.items() if value is not None}
-    clashes = [
-        f"{key}={value!r} but {source} has {found[key]!r}"
-        for key, value in given.items()
-        if key != "epoch" and key in found and value != found[key]
-    ]
+def _metadata(found: Mapping, given: Mapping, source: str, defaults=MappingProxyType({})):
+    """The epoch and ``MODEL_KEYS`` to record: the ``SETTINGS`` ``given`` (not None), else as
+    ``found`` in ``source``, else ``defaults``. ConversionError where one given is not as found."""
+    given = {key: given[key] for key in SETTINGS if given[key] is not None}
+    clashes = [k for k, v in given.items() if k != "epoch" and k in found and v != found[k]]
     if clashes:
-        raise ConversionError("; ".join(clashes))
+        what = (f"{key}={given[key]!r} but {source} has {found[key]!r}" for key in clashes)
+        raise ConversionError("; ".join(what))
     meta = {**defaults, **found, **given}
     return {"epoch": int(meta.get("epoch", 0)), **{key: meta.get(key) for key in MODEL_KEYS}}
 
 
-def convert_pth_to_ckpt(in_path, out_path, lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM, **settings):
+def convert_pth_to_ckpt(
+    in_path,
+    out_path,
+    *,
+    arch=None,
+    moco_dim=None,
+    moco_k=None,
+    bn_splits=None,
+    symmetric=None,
+    epoch=None,
+    lr=DEFAULT_LR,
+    momentum=DEFAULT_MOMENTUM,
+) -> dict:
     """Writes a demo checkpoint (or a bare state_dict) as our ``.ckpt``; returns its metadata.
-    ``settings`` (``SETTINGS``): arch, moco_dim, moco_k checked; bn_splits (default 8) recorded."""
+    arch, moco_dim, moco_k are checked; bn_splits (default 8) and symmetric are recorded."""
+    given = dict(locals())  # the parameters, before any other name is bound
     checkpoint = load_torch(in_path)
     bare = not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint
     state_dict = checkpoint if bare else checkpoint["state_dict"]
@@ -225,7 +224,7 @@ def convert_pth_to_ckpt(in_path, out_path, lr=DEFAULT_LR, momentum=DEFAULT_MOMEN
     config = infer_model_config(state_dict)
     found = dict(config, epoch=0 if bare else checkpoint.get("epoch", 0))
     found["image_size"] = IMAGE_SIZES[config["stem"]]
-    meta = _metadata(found, settings, in_path, {"bn_splits": DEFAULT_BN_SPLITS, "symmetric": False})
+    meta = _metadata(found, given, in_path, {"bn_splits": DEFAULT_BN_SPLITS, "symmetric": False})
     schema = model_schema(**config)
     entries = torch_state_to_mindspore(state_dict, schema, in_path)
     params = torch_parameter_names(schema)
@@ -236,9 +235,21 @@ def convert_pth_to_ckpt(in_path, out_path, lr=DEFAULT_LR, momentum=DEFAULT_MOMEN
     return meta
 
 
-def convert_ckpt_to_pth(in_path, out_path, weight_decay=DEFAULT_WEIGHT_DECAY, **settings):
+def convert_ckpt_to_pth(
+    in_path,
+    out_path,
+    *,
+    arch=None,
+    moco_dim=None,
+    moco_k=None,
+    bn_splits=None,
+    symmetric=None,
+    epoch=None,
+    weight_decay=DEFAULT_WEIGHT_DECAY,
+) -> dict:
     """Writes our ``.ckpt`` as the demo's ``{'epoch', 'state_dict', 'optimizer'}``; returns its
-    metadata. ``settings`` (``SETTINGS``) are checked; ``weight_decay`` goes into the SGD group."""
+    metadata. The settings given are checked; ``weight_decay`` goes into the SGD group."""
+    given = dict(locals())  # the parameters, before any other name is bound
     import_torch()  # fails before any work without it
     try:
         saved = read_checkpoint(in_path)
@@ -248,7 +259,7 @@ def convert_ckpt_to_pth(in_path, out_path, weight_decay=DEFAULT_WEIGHT_DECAY, **
     values = {name: np.asarray(value) for name, value in saved.items() if name not in found}
     state = mindspore_state_to_torch({k: v for k, v in values.items() if _is_model_tensor(k)})
     config = infer_model_config(state)
-    meta = _metadata({**found, **config}, settings, in_path)
+    meta = _metadata({**found, **config}, given, in_path)
     schema = model_schema(**config)
     check_against_schema(values, schema, in_path)
     sgd = mindspore_optimizer_to_torch(values, torch_parameter_names(schema), weight_decay)
@@ -257,23 +268,22 @@ def convert_ckpt_to_pth(in_path, out_path, weight_decay=DEFAULT_WEIGHT_DECAY, **
 
 
 def _convert(in_path, out_path, lr, momentum, wd, **settings) -> str:
-    ext_in, ext_out = (os.path.splitext(p)[1].lower() or "(none)" for p in (in_path, out_path))
-    if ext_in in PTH_EXTENSIONS and ext_out in CKPT_EXTENSIONS:
-        meta = convert_pth_to_ckpt(in_path, out_path, lr, momentum, **settings)
-    elif ext_in in CKPT_EXTENSIONS and ext_out in PTH_EXTENSIONS:
-        meta = convert_ckpt_to_pth(in_path, out_path, wd, **settings)
+    exts = [os.path.splitext(path)[1].lower() or "(none)" for path in (in_path, out_path)]
+    direction = "->".join(KINDS.get(ext, "?") for ext in exts)
+    if direction == "pth->ckpt":
+        meta = convert_pth_to_ckpt(in_path, out_path, lr=lr, momentum=momentum, **settings)
+    elif direction == "ckpt->pth":
+        meta = convert_ckpt_to_pth(in_path, out_path, weight_decay=wd, **settings)
     else:
         raise ConversionError(
-            f"cannot tell the direction from the extensions {ext_in} -> {ext_out}: "
+            f"cannot tell the direction from the extensions {' -> '.join(exts)}: "
             "use IN.pth/.pt OUT.ckpt or IN.ckpt OUT.pth/.pt"
         )
-    direction = "pth->ckpt" if ext_out in CKPT_EXTENSIONS else "ckpt->pth"
     summary = ", ".join(f"{key} {value}" for key, value in meta.items())
     return f"wrote {out_path} ({direction}): {summary}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m src.tools.convert_pytorch",
         description="Convert MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and "

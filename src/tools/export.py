@@ -27,29 +27,6 @@ class GlobalAvgPool(nn.Cell):
         return x.mean(axis=(2, 3), keep_dims=True)
 
 
-class ExportedEncoder(nn.Cell):
-    """An encoder in eval mode: images to pooled features or, ``with_head``, the fc output.
-    Swaps the encoder's ``AdaptiveAvgPool2d`` for ``GlobalAvgPool``."""
-
-    def __init__(self, encoder: nn.Cell, with_head: bool):
-        super().__init__(auto_prefix=False)  # keeps the encoder's parameter names
-        for index, cell in enumerate(encoder.net):
-            if isinstance(cell, nn.AdaptiveAvgPool2d):
-                encoder.net[index] = GlobalAvgPool()
-        self.encoder, self.with_head = encoder, with_head
-        self.set_train(False)
-
-    def construct(self, x):
-        return self.encoder(x) if self.with_head else self.encoder.forward_features(x)
-
-
-def graph_input(batch_size: Optional[int], size: int) -> ms.Tensor:
-    """What a graph is traced with: ``batch_size`` x 3 x size x size float32 (None: any batch)."""
-    if batch_size is None:
-        return ms.Tensor(shape=(None, 3, size, size), dtype=ms.float32)
-    return ms.Tensor(np.zeros((batch_size, 3, size, size), np.float32))
-
-
 def export(
     checkpoint: str, out: str, fmt: str, with_head: bool = False, batch_size: Optional[int] = None
 ) -> dict:
@@ -59,8 +36,7 @@ def export(
         raise ConversionError(f"unknown format {fmt!r}; choose from {', '.join(EXTENSIONS)}")
     if not out.endswith(EXTENSIONS[fmt]):
         raise ConversionError(f"--format {fmt} writes {' or '.join(EXTENSIONS[fmt])}, not {out}")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
+    if not os.path.isdir(folder := os.path.dirname(os.path.abspath(out))):
         raise ConversionError(f"cannot write {out}: no folder {folder}")
     if batch_size is not None and batch_size < 1:
         raise ConversionError(f"--batch-size must be at least 1, not {batch_size}")
@@ -68,13 +44,22 @@ def export(
     if fmt == "pth-backbone":
         save_torch(torchvision_state(encoder, with_head), out)
         return settings
-    net = ExportedEncoder(encoder, with_head)
+    net = encoder.net  # exported with a pool ONNX converts and, without the head, no fc
+    for index, cell in enumerate(net):
+        if isinstance(cell, nn.AdaptiveAvgPool2d):
+            net[index] = GlobalAvgPool()
+    if not with_head:
+        net[-1] = nn.Identity()
+    # MindSpore 2.10 declares ONNX outputs with the traced batch size: trace a fixed one.
+    shape = (batch_size or (1 if fmt == "onnx" else None), 3, *[settings["image_size"]] * 2)
+    if shape[0] is None:
+        x = ms.Tensor(shape=shape, dtype=ms.float32)
+    else:
+        x = ms.Tensor(np.zeros(shape, np.float32))
     if fmt == "mindir":
-        x = graph_input(batch_size, settings["image_size"])
         write_atomically(out, lambda path: ms.export(net, x, file_name=path, file_format="MINDIR"))
-    else:  # MindSpore 2.10 declares ONNX outputs with the traced batch size: trace a fixed one
+    else:
         output = "embedding" if with_head else "features"
-        x = graph_input(batch_size or 1, settings["image_size"])
         names = dict(input_names=["images"], output_names=[output])
         write_atomically(out, lambda path: ms.onnx.export(net, x, file_name=path, **names))
     return settings
@@ -87,7 +72,6 @@ def _export(checkpoint, out, fmt, with_head, batch_size) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m src.tools.export", description=__doc__.split("\n")[0], allow_abbrev=False
     )

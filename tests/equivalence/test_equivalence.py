@@ -49,6 +49,7 @@ from src.data.cifar import load_cifar  # noqa: E402
 from src.eval import knn as our_knn  # noqa: E402
 from src.models import MoCo  # noqa: E402
 from src.models import moco as moco_module  # noqa: E402
+from src.models.split_bn import SCRATCH_PREFIX as SCRATCH  # noqa: E402
 from src.tools import convert_pytorch as cv  # noqa: E402
 from src.train.checkpoint import load_checkpoint  # noqa: E402
 from src.train.schedule import learning_rate  # noqa: E402
@@ -76,6 +77,11 @@ def print_measurements():
         print("\nmeasured max differences (ours vs reference):")
         for key, value in MEASURED.items():
             print(f"  {key:<55} {value:.2g}")
+
+
+def model_state(model):
+    """Copies of a MoCo cell's tensors (encoders, queue, pointer), without split-BN scratch."""
+    return {p.name: p.asnumpy().copy() for p in model.get_parameters() if SCRATCH not in p.name}
 
 
 def rel_diff(ours, reference):
@@ -144,7 +150,7 @@ def build_ours(seed=0, symmetric=False, mlp=False):
 
 def reference_of(model, symmetric=False, splits=SPLITS, mlp=False):
     """The PyTorch reference holding our model's weights, copied by the converter's mapping."""
-    state = cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
+    state = cv.mindspore_state_to_torch(model_state(model))
     torch_model = ref.ModelMoCo(DIM, K, M, T, bn_splits=splits, symmetric=symmetric, mlp=mlp)
     torch_model.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()})
     return torch_model
@@ -152,7 +158,7 @@ def reference_of(model, symmetric=False, splits=SPLITS, mlp=False):
 
 def ours_as_torch(model):
     """Our model tensors under the reference's names and layouts (queue C x K)."""
-    return cv.mindspore_state_to_torch(cv.mindspore_model_state(model))
+    return cv.mindspore_state_to_torch(model_state(model))
 
 
 def torch_state(torch_model):
@@ -186,7 +192,7 @@ def test_backbone_forward_train_and_eval(images):
     reference = reference_of(model)
     # The converter's parameter order is the reference's model.parameters() order (the index
     # of the demo's SGD state).
-    assert [k for k, _ in cv.torch_parameter_names(cv.mindspore_model_state(model))] == [
+    assert [k for k, _ in cv.torch_parameter_names(model_state(model))] == [
         name for name, _ in reference.named_parameters()
     ]
     x = images[:32, :, :SIZE, :SIZE]  # batch 32: 4 images per split-BN group
@@ -311,7 +317,7 @@ def test_loss_logits_keys_and_gradients(images, monkeypatch, symmetric, mlp):
     ).backward()
     names = [
         (k, n)
-        for k, n in cv.torch_parameter_names(cv.mindspore_model_state(model))
+        for k, n in cv.torch_parameter_names(model_state(model))
         if k.startswith("encoder_q.")
     ]
     assert len(names) == len(grads) == 62 + 2 * mlp
@@ -372,7 +378,7 @@ def our_moments(step, model):
     entries = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
     return {
         key: entries["moments." + name]
-        for key, name in cv.torch_parameter_names(cv.mindspore_model_state(model))
+        for key, name in cv.torch_parameter_names(model_state(model))
         if key.startswith("encoder_q.")
     }
 
@@ -392,7 +398,7 @@ def sync_reference(torch_model, torch_optimizer, step, model):
     )
     entries = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
     state = cv.mindspore_optimizer_to_torch(
-        entries, cv.torch_parameter_names(cv.mindspore_model_state(model)), WD
+        entries, cv.torch_parameter_names(model_state(model)), WD
     )
     state["state"] = {
         index: {"momentum_buffer": torch.from_numpy(value["momentum_buffer"])}

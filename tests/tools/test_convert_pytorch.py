@@ -353,8 +353,10 @@ def test_bad_pytorch_inputs_are_clear_errors(tmp_path, capsys):
         cv.convert_pth_to_ckpt(demo, out, moco_k=64)
     with pytest.raises(cv.ConversionError, match="arch='resnet34' but .* has 'resnet18'"):
         cv.convert_pth_to_ckpt(demo, out, arch="resnet34")
-    with pytest.raises(TypeError, match="unknown settings"):  # mlp is read off the tensors
+    with pytest.raises(TypeError, match="unexpected keyword argument 'mlp'"):  # read off tensors
         cv.convert_pth_to_ckpt(demo, out, mlp=True)
+    with pytest.raises(TypeError, match="positional argument"):  # settings are keyword-only
+        cv.convert_ckpt_to_pth(demo, out, 1e-4)
     with pytest.raises(cv.ConversionError, match="nope.pth: no such file"):
         cv.convert_pth_to_ckpt(str(tmp_path / "nope.pth"), out)
     with pytest.raises(cv.ConversionError, match="cannot write .*x.ckpt"):
