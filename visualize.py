@@ -33,15 +33,8 @@ from src.eval.evaluate import EvalData, Features, load_features
 from src.eval.retrieval import rank_by_similarity
 from src.train.checkpoint import CheckpointError
 from src.train.log import read_curves
+from src.utils import figures
 from src.utils.device import DeviceError, set_device
-from src.utils.figures import (
-    RetrievalRow,
-    Tile,
-    embedding_figure,
-    retrieval_grid_figure,
-    save_figure,
-    training_curves_figure,
-)
 from src.utils.progress import logger, setup_logging
 
 OPTIONS = [  # see src/config.py's table
@@ -88,8 +81,14 @@ def checkpoint_features(args: argparse.Namespace) -> Features:
     return load_features(args.checkpoint, settings(EvalData, args, use_cache=not args.no_cache))
 
 
-def output_path(args: argparse.Namespace, folder: str, name: str) -> str:
-    return args.output or os.path.join(os.path.abspath(folder), name)
+def output_path(args: argparse.Namespace, name: str) -> str:
+    """``--output``, or ``name`` beside the log (``--curves``) or the checkpoint."""
+    folder = args.curves or os.path.dirname(os.path.abspath(args.checkpoint))
+    return args.output or os.path.join(folder, name)
+
+
+def checkpoint_title(args: argparse.Namespace, features: Features) -> str:
+    return f"{args.dataset}: {os.path.basename(args.checkpoint)} (epoch {features.epoch})"
 
 
 def draw_retrieval(args: argparse.Namespace) -> str:
@@ -103,7 +102,7 @@ def draw_retrieval(args: argparse.Namespace) -> str:
 
     def tiles(indices, scores, label):
         return [
-            Tile(
+            figures.Tile(
                 bank.images[i], f"{bank.classes[bank.labels[i]]}\n{s:.3f}", bank.labels[i] == label
             )
             for i, s in zip(indices, scores)
@@ -113,19 +112,18 @@ def draw_retrieval(args: argparse.Namespace) -> str:
     for row, query in enumerate(chosen):
         label = queries.labels[query]
         rows.append(
-            RetrievalRow(
-                Tile(queries.images[query], f"test #{query}\n{queries.classes[label]}"),
+            figures.RetrievalRow(
+                figures.Tile(queries.images[query], f"test #{query}\n{queries.classes[label]}"),
                 tiles(ranking.nearest[row], ranking.nearest_scores[row], label),
                 tiles(ranking.farthest[row], ranking.farthest_scores[row], label),
             )
         )
     title = (
-        f"{args.dataset}: {os.path.basename(args.checkpoint)} (epoch {features.epoch}), bank of "
-        f"{len(bank)} train images, cosine similarity of the {embedding.shape[1]}-d embedding; "
-        "green: same class as the query"
+        f"{checkpoint_title(args, features)}, bank of {len(bank)} train images, cosine "
+        f"similarity of the {embedding.shape[1]}-d embedding; green: same class as the query"
     )
-    figure = retrieval_grid_figure(rows, args.topk, title)
-    return save_figure(figure, output_path(args, os.path.dirname(args.checkpoint), "retrieval.png"))
+    figure = figures.retrieval_grid_figure(rows, args.topk, title)
+    return figures.save_figure(figure, output_path(args, "retrieval.png"))
 
 
 def draw_embedding(args: argparse.Namespace) -> str:
@@ -146,12 +144,11 @@ def draw_embedding(args: argparse.Namespace) -> str:
     logger.info("t-SNE of %d points: %.1f s", len(chosen), time.perf_counter() - start)
     shown = "all" if len(chosen) == len(embedding) else f"{len(chosen)} of the"
     title = (
-        f"{args.dataset}: {os.path.basename(args.checkpoint)} (epoch {features.epoch}): t-SNE of "
-        f"the L2-normalised {embedding.shape[1]}-d embedding (what the kNN compares)\n{shown} "
-        f"{len(embedding)} test images, coloured by their class"
+        f"{checkpoint_title(args, features)}: t-SNE of the L2-normalised {embedding.shape[1]}-d "
+        f"embedding (what the kNN compares)\n{shown} {len(embedding)} test images, by class"
     )
-    figure = embedding_figure(points_2d, labels[chosen], features.queries.classes, title)
-    return save_figure(figure, output_path(args, os.path.dirname(args.checkpoint), "embedding.png"))
+    figure = figures.embedding_figure(points_2d, labels[chosen], features.queries.classes, title)
+    return figures.save_figure(figure, output_path(args, "embedding.png"))
 
 
 def run_description(results_dir: str) -> str:
@@ -173,14 +170,10 @@ def run_description(results_dir: str) -> str:
 def draw_curves(args: argparse.Namespace) -> str:
     try:
         loss, knn = read_curves(args.curves)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"training log not found in {args.curves} (main.py writes log.csv)"
-        ) from None
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    figure = training_curves_figure(loss, knn, run_description(args.curves), args.reference)
-    return save_figure(figure, output_path(args, args.curves, "training_curve.png"))
+    figure = figures.training_curves_figure(loss, knn, run_description(args.curves), args.reference)
+    return figures.save_figure(figure, output_path(args, "training_curve.png"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

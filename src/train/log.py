@@ -29,7 +29,9 @@ def _rows(path: str) -> list[dict]:
 
 
 def read_log(path: str) -> list[dict]:
-    """The rows of a ``log.csv``; ValueError if it lacks the columns."""
+    """The rows of a ``log.csv``; ValueError if it is missing or lacks the columns."""
+    if not os.path.isfile(path):
+        raise ValueError(f"training log not found: {path} (main.py writes it)")
     rows = _rows(path)
     if not rows or set(LOG_FIELDS) - set(rows[0]):
         raise ValueError(f"{path} has no rows with the columns {', '.join(LOG_FIELDS)}")
