@@ -27,6 +27,7 @@ from src.data import DatasetError
 from src.eval.evaluate import EvalData, knn_results, linear_results, load_features
 from src.eval.linear_probe import LinearProbeConfig
 from src.train.checkpoint import CheckpointError
+from src.train.log import EVAL_NAME
 from src.utils.device import DeviceError, set_device
 from src.utils.io import write_json
 from src.utils.progress import setup_logging
@@ -119,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         set_device(args.device_target, args.mode)
         results = evaluate(args)
         output = args.output_json or os.path.join(
-            os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{args.protocol}.json"
+            os.path.dirname(os.path.abspath(args.checkpoint)), EVAL_NAME.format(args.protocol)
         )
         write_json(output, results)
     except (ConfigError, DatasetError, CheckpointError, DeviceError, OSError) as err:

@@ -6,7 +6,7 @@ import os
 
 LOG_NAME = "log.csv"
 LOG_FIELDS = ("epoch", "lr", "loss", "knn_top1", "seconds")
-EVAL_KNN_NAME = "eval_knn.json"  # infer.py's kNN result beside the checkpoint
+EVAL_NAME = "eval_{}.json"  # infer.py's result of a protocol, beside the checkpoint
 
 
 def restart_log(path: str, start_epoch: int) -> None:
@@ -44,7 +44,7 @@ def read_curves(results_dir: str) -> tuple[list, list]:
     rows = read_log(os.path.join(results_dir, LOG_NAME))
     loss = [(int(r["epoch"]), float(r["loss"])) for r in rows if r["loss"]]
     knn = [(int(r["epoch"]), float(r["knn_top1"])) for r in rows if r["knn_top1"]]
-    evaluated = os.path.join(results_dir, EVAL_KNN_NAME)
+    evaluated = os.path.join(results_dir, EVAL_NAME.format("knn"))
     if os.path.isfile(evaluated):
         with open(evaluated) as f:
             result = json.load(f)
