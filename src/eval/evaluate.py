@@ -2,6 +2,7 @@
 and queries (cached beside the checkpoint), and the kNN and linear-probe results."""
 
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import nn
 
-from ..data import DatasetError, ImageSplit, create_eval_dataset, get_dataset, load_data
+from ..data import DatasetError, ImageSplit, Splits, create_eval_dataset, get_dataset, load_data
 from ..models import create_backbone
 from ..train.checkpoint import (
     CheckpointError,
@@ -21,6 +22,15 @@ from ..utils.progress import Progress, logger
 from .feature_cache import FeatureCache, split_digest
 from .features import EVAL_BATCH_SIZE, BackboneAndEmbedding, extract_features
 from .knn import knn_predict
+from .lincls import (
+    FrozenBackboneClassifier,
+    LinearTrainStep,
+    classifier_path,
+    create_linear_dataset,
+    file_digest,
+    rank_classes,
+    train_linear,
+)
 from .linear_probe import LinearProbeConfig, predict_ranked, train_linear_classifier
 from .metrics import classification_report
 
@@ -90,8 +100,8 @@ def _split_features(network, split: ImageSplit, name: str, data: EvalData, size:
     return features, loaded
 
 
-def load_features(checkpoint: str, data: EvalData) -> Features:
-    """Restores ``checkpoint``'s encoder_q and gets the features of the bank and the queries."""
+def _restore(checkpoint: str, data: EvalData) -> tuple[nn.Cell, dict, Splits]:
+    """``checkpoint``'s encoder_q, its settings, and the labelled splits to evaluate it on."""
     encoder, settings = restore_encoder(checkpoint)
     epoch, size = settings.get("epoch", 0), settings["image_size"]
     logger.info(
@@ -111,6 +121,13 @@ def load_features(checkpoint: str, data: EvalData) -> Features:
             f"{data.data_dir} has no labelled train and val images to evaluate on: use class "
             "sub-folders and a val/ folder, or --val-split FRACTION"
         )
+    return encoder, settings, splits
+
+
+def load_features(checkpoint: str, data: EvalData) -> Features:
+    """Restores ``checkpoint``'s encoder_q and gets the features of the bank and the queries."""
+    encoder, settings, splits = _restore(checkpoint, data)
+    epoch, size = settings.get("epoch", 0), settings["image_size"]
     folder = os.path.dirname(os.path.abspath(checkpoint))
     cache = FeatureCache(folder, checkpoint) if data.use_cache else None
     network = BackboneAndEmbedding(encoder)  # one cell for both splits: compiled once
@@ -122,9 +139,8 @@ def load_features(checkpoint: str, data: EvalData) -> Features:
     return Features(epoch, splits.bank, splits.queries, bank, queries, cached, seconds)
 
 
-def _report(prefix: str, ranked: np.ndarray, features: Features) -> dict:
-    labels, classes = features.query_features["labels"], features.queries.classes
-    report = classification_report(ranked, labels, classes)
+def _report(prefix: str, ranked: np.ndarray, queries: ImageSplit) -> dict:
+    report = classification_report(ranked, queries.labels, queries.classes)
     top = {f"{prefix}_top1": report["top1"], f"{prefix}_top5": report["top5"]}
     return {**top, "per_class": report["per_class"]}
 
@@ -136,10 +152,10 @@ def knn_results(features: Features, k: int, t: float) -> dict:
     ranked = knn_predict(queries, bank["embedding"], bank["labels"], classes, k, t)
     dim = bank["embedding"].shape[1]
     described = f"L2-normalised {dim}-d encoder output (the kNN monitor's), test transform"
-    return {**_report("knn", ranked, features), "k": k, "t": t, "features": described}
+    return {**_report("knn", ranked, features.queries), "k": k, "t": t, "features": described}
 
 
-def linear_results(features: Features, probe: LinearProbeConfig) -> dict:
+def cached_linear_results(features: Features, probe: LinearProbeConfig) -> dict:
     """Linear classifier on the cached backbone features (main_lincls.py's optimiser)."""
     bank = features.bank_features
     progress = Progress(probe.epochs, "Linear [epochs]", len(features.bank))
@@ -151,4 +167,51 @@ def linear_results(features: Features, probe: LinearProbeConfig) -> dict:
     dim = bank["backbone"].shape[1]
     described = f"{dim}-d backbone features before the fc, test transform, extracted once"
     linear = dataclasses.asdict(probe)
-    return {**_report("linear", ranked, features), "linear": linear, "features": described}
+    return {**_report("linear", ranked, features.queries), "linear": linear, "features": described}
+
+
+def linear_results(
+    checkpoint: str, data: EvalData, probe: LinearProbeConfig, results_dir: str, resume: str = ""
+) -> dict:
+    """MoCo's linear protocol (lincls.py) on ``checkpoint``'s frozen backbone; the classifier is
+    saved in ``results_dir`` after each epoch; ``resume``: a classifier checkpoint to go on from."""
+    encoder, settings, splits = _restore(checkpoint, data)
+    bank, queries, size = splits.bank, splits.queries, settings["image_size"]
+    info = get_dataset(data.dataset)
+    classifier = FrozenBackboneClassifier(encoder, bank.num_classes, probe.init_std, probe.seed)
+    recorded = {f"linear_{key}": value for key, value in dataclasses.asdict(probe).items()}
+    recorded.update(pretrained=file_digest(checkpoint), dataset=data.dataset, image_size=size)
+    recorded.update(train_images=len(bank), linear_schedule=",".join(map(str, probe.schedule)))
+    epoch_data = functools.partial(
+        create_linear_dataset,
+        bank,
+        info.mean,
+        info.std,
+        probe.batch_size,
+        probe.seed,
+        image_size=size,
+        workers=data.workers,
+    )
+    start = time.perf_counter()
+    path = classifier_path(results_dir)
+    first = train_linear(
+        LinearTrainStep(classifier, probe), epoch_data, probe, path, recorded, resume or None
+    )
+    test = create_eval_dataset(queries, info.mean, info.std, data.batch_size, data.workers, size)
+    ranked = rank_classes(classifier, test)
+    described = (
+        f"{encoder.feature_dim}-d backbone features of a RandomResizedCrop + flip of every "
+        "training image each epoch (main_lincls.py); test transform for the test images"
+    )
+    return {
+        **_report("linear", ranked, queries),
+        "linear": dataclasses.asdict(probe),
+        "features": described,
+        "classifier_checkpoint": path,
+        "resumed_at_epoch": first if first > 1 else None,
+        "epoch": settings.get("epoch", 0),
+        "num_classes": queries.num_classes,
+        "num_train_images": len(bank),
+        "num_test_images": len(queries),
+        "seconds_training": round(time.perf_counter() - start, 1),
+    }

@@ -1,10 +1,11 @@
 """Atomic checkpoints that hold everything needed to resume a run exactly."""
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 
 from ..models.split_bn import SCRATCH_PREFIX
@@ -32,11 +33,13 @@ def save_checkpoint(
     epoch: int,
     model: Mapping[str, Any],
     on_written: Optional[Callable[[str], None]] = None,
+    keys: Sequence[str] = MODEL_KEYS,
 ) -> None:
     """Writes every parameter of ``cell`` (model, queue, optimizer state), the epoch and the
-    ``MODEL_KEYS`` of ``model`` atomically; ``on_written(tmp)`` runs before the rename."""
-    meta = {"epoch": int(epoch), **{key: model[key] for key in MODEL_KEYS}}
+    ``keys`` of ``model`` atomically; ``on_written(tmp)`` runs before the rename."""
+    meta = {"epoch": int(epoch), **{key: model[key] for key in keys}}
     params = [{"name": name, "data": p} for name, p in _state(cell).items()]
+    assert not meta.keys() & _state(cell).keys(), "a setting named as a parameter would replace it"
 
     def write(tmp):
         ms.save_checkpoint(params, tmp, append_dict=meta)
@@ -64,13 +67,16 @@ def read_checkpoint(path: str) -> dict:
 
 
 def _scalar(value):
-    return value.asnumpy().item() if hasattr(value, "asnumpy") else value
+    if not hasattr(value, "asnumpy"):
+        return value
+    value = value.asnumpy()  # a float is stored as float32: 0.01, not 0.009999999776
+    return float(str(value)) if value.dtype == np.float32 else value.item()
 
 
-def checkpoint_settings(saved: dict) -> dict:
-    """The epoch and ``MODEL_KEYS`` a read checkpoint records (older files: earlier defaults)."""
-    recorded = {key: _scalar(saved[key]) for key in ("epoch", *MODEL_KEYS) if key in saved}
-    return {**_EARLIER_DEFAULTS, **recorded}
+def checkpoint_settings(saved: dict, keys: Sequence[str] = MODEL_KEYS) -> dict:
+    """The epoch and ``keys`` a read checkpoint records (older files: earlier defaults)."""
+    recorded = {key: _scalar(saved[key]) for key in ("epoch", *keys) if key in saved}
+    return {**{k: v for k, v in _EARLIER_DEFAULTS.items() if k in keys}, **recorded}
 
 
 def _listed(names: list, more: str = " ...") -> str:
@@ -83,19 +89,20 @@ def load_checkpoint(
     model: Optional[Mapping[str, Any]] = None,
     prefix: str = "",
     saved: Optional[dict] = None,
+    keys: Sequence[str] = MODEL_KEYS,
 ) -> int:
     """Loads a checkpoint into ``cell`` after checking that it fits; returns its epoch.
 
-    ``model``, if given, must have the checkpoint's ``MODEL_KEYS``. ``prefix`` selects the
+    ``model``, if given, must have the checkpoint's ``keys``. ``prefix`` selects the
     entries to load, stripped (``"encoder_q."``: a bare backbone). ``saved``: the file, if read.
     """
     saved = read_checkpoint(path) if saved is None else saved
-    settings = checkpoint_settings(saved)
-    for key in MODEL_KEYS if model is not None else ():
+    settings = checkpoint_settings(saved, keys)
+    for key in keys if model is not None else ():
         if key in settings and settings[key] != model[key]:
             raise CheckpointError(
                 f"checkpoint {path} is from another model: it has {key}={settings[key]!r}, "
-                f"the config has {key}={model[key]!r}"
+                f"this run has {key}={model[key]!r}"
             )
     expected = _state(cell)
     found = {name[len(prefix) :]: p for name, p in saved.items() if name.startswith(prefix)}

@@ -6,6 +6,7 @@ The demo's recipe: batch 512 (drop_last, reshuffled each epoch), SGD lr 0.06 wit
 schedule over ``--epochs``, wd 5e-4, momentum 0.9, bn-splits 8, K 4096, m 0.99, T 0.1, the
 augmentation of demo_augment.py; kNN k 200, t 0.1 over the whole train set (test transform) and
 test set. ``--stop-after N`` ends after epoch N of the schedule. Prints and writes one JSON.
+The reduced recipe of docs/curve.md sets --batch-size, --lr, --moco-k and the subsets.
 """
 
 import argparse
@@ -90,6 +91,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200, help="length of the cosine schedule")
     parser.add_argument("--stop-after", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=0.06)
+    parser.add_argument("--moco-k", type=int, default=4096)
+    parser.add_argument("--knn-interval", type=int, default=1, help="epochs between kNN tests")
     parser.add_argument("--train-subset", type=int, default=0)
     parser.add_argument("--test-subset", type=int, default=0)
     parser.add_argument("--knn-init", action="store_true", help="also the kNN before training")
@@ -102,23 +106,26 @@ def main() -> None:
         train = tuple(a[: args.train_subset] for a in train)
     if args.test_subset:
         test = tuple(a[: args.test_subset] for a in test)
-    net = ModelMoCo(dim=128, K=4096, m=0.99, T=0.1, arch="resnet18", bn_splits=8)
-    optimizer = create_optimizer(net, 0.06, 5e-4)
+    net = ModelMoCo(dim=128, K=args.moco_k, m=0.99, T=0.1, arch="resnet18", bn_splits=8)
+    optimizer = create_optimizer(net, args.lr, 5e-4)
     result = {"seed": args.seed, "epochs": args.epochs, "threads": torch.get_num_threads()}
     if args.knn_init:
         result["knn_top1_init"] = knn_top1(net.encoder_q, train, test)
         print(f"init kNN top-1 {result['knn_top1_init']:.2f}", flush=True)
     for epoch in range(1, args.stop_after + 1):
         start = time.time()
-        lr = adjust_learning_rate(optimizer, epoch, 0.06, args.epochs, True, [])
+        lr = adjust_learning_rate(optimizer, epoch, args.lr, args.epochs, True, [])
         loss = train_epoch(net, optimizer, train[0], rng, args.batch_size)
         seconds = time.time() - start
-        top1 = knn_top1(net.encoder_q, train, test)
-        print(f"epoch {epoch} lr {lr:.6f} loss {loss:.4f} kNN top-1 {top1:.2f} ({seconds:.0f}s)")
+        last = epoch == args.stop_after
+        top1 = (
+            knn_top1(net.encoder_q, train, test) if last or epoch % args.knn_interval == 0 else None
+        )
+        print(f"epoch {epoch} lr {lr:.6f} loss {loss:.4f} kNN top-1 {top1} ({seconds:.0f}s)")
         result[f"epoch{epoch}"] = {"lr": lr, "loss": loss, "knn_top1": top1, "seconds": seconds}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        if args.out:  # after every epoch: a long run's finished epochs survive an interruption
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
     print(json.dumps(result))
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import infer
-from helpers import CIFAR10_CLASSES, run_main
+from helpers import CIFAR10_CLASSES, TINY_MODEL, run_main
 from src.eval import evaluate
 
 
@@ -53,7 +53,7 @@ def test_second_evaluation_reads_the_feature_cache(knn_run, trained, tmp_path, m
     monkeypatch.setattr(evaluate, "extract_features", lambda *args, **kwargs: calls.append(args))
     output = tmp_path / "linear.json"
     argv = ["--checkpoint", checkpoint, "--data-dir", data_root, "--output-json", str(output)]
-    code = infer.main([*argv, *"--mode 1 --protocol linear --linear-epochs 5".split()])
+    code = infer.main([*argv, *"--mode 1 --protocol linear-cached --linear-epochs 5".split()])
     assert code == 0 and calls == []
     result = json.loads(output.read_text())
     assert result["features_from_cache"] is True
@@ -114,3 +114,52 @@ def test_corrupt_or_bare_checkpoint_and_missing_config_are_clear_errors(trained,
         ["--checkpoint", str(bare), "--config", str(tmp_path / "nope.yaml")], capsys
     )
     assert code == 2 and "nope.yaml" in err
+
+
+def test_linear_protocol_trains_saves_and_resumes(trained, tmp_path, capsys):
+    """MoCo's augmented protocol end to end: results, classifier checkpoint, exact resume, and a
+    resume with other settings refused (exit 2) without touching what is there."""
+    data_root, checkpoint = trained
+    results = tmp_path / "linear"
+    argv = ["--checkpoint", checkpoint, "--data-dir", data_root, "--results-dir", str(results)]
+    argv += "--mode 1 --protocol linear --linear-epochs 2 --linear-batch-size 16".split()
+    code, err = run_infer(argv, capsys)
+    assert code == 0, err
+    first = json.loads((results / "eval_linear.json").read_text())
+    assert 0 <= first["linear_top1"] <= first["linear_top5"] <= 100
+    assert list(first["per_class"]) == CIFAR10_CLASSES and first["resumed_at_epoch"] is None
+    assert first["num_train_images"] == 48 and first["num_test_images"] == 20
+    assert "RandomResizedCrop" in first["features"] and first["linear"]["epochs"] == 2
+    assert first["classifier_checkpoint"] == str(results / "linear_last.ckpt")
+
+    code, err = run_infer([*argv, "--resume", "auto"], capsys)  # epoch 2 of 2: nothing to train
+    again = json.loads((results / "eval_linear.json").read_text())
+    assert code == 0 and again["resumed_at_epoch"] == 3
+    assert again["linear_top1"] == first["linear_top1"] and again["per_class"] == first["per_class"]
+
+    saved = {path.name: path.read_bytes() for path in results.iterdir()}
+    code, err = run_infer([*argv, "--resume", "auto", "--linear-lr", "3"], capsys)
+    assert code == 2 and "linear_lr=30.0, this run has linear_lr=3.0" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()[-1]) < 300
+    assert {path.name: path.read_bytes() for path in results.iterdir()} == saved
+
+
+def test_linear_protocol_bad_input_is_a_one_line_error(trained, tmp_path, capsys):
+    data_root, checkpoint = trained
+    argv = ["--checkpoint", checkpoint, "--data-dir", data_root, "--mode", "1"]
+    argv += ["--protocol", "linear", "--linear-epochs", "1"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err = run_infer([*argv, "--results-dir", str(blocker / "results")], capsys)
+    assert code == 2 and "cannot be written" in err and "Traceback" not in err
+
+    no_backbone = tmp_path / "no_backbone.ckpt"  # records the model, holds no encoder_q
+    ms.save_checkpoint(
+        [{"name": "queue", "data": ms.Tensor(np.zeros(3))}],
+        str(no_backbone),
+        append_dict=TINY_MODEL,
+    )
+    argv[1] = str(no_backbone)
+    code, err = run_infer(argv, capsys)
+    assert code == 2 and "does not fit" in err and "missing: net.0.weight" in err
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "no_backbone.ckpt"]
