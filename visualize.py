@@ -1,12 +1,8 @@
 """Figures of a MoCo run: nearest-neighbour retrieval of test images, a map of the test set's
-embedding, and training curves.
+embedding (t-SNE; both from infer.py's feature cache), and training curves.
 
-    python visualize.py --checkpoint RESULTS/model_last.ckpt --data-dir ./data
-    python visualize.py --embedding --checkpoint RESULTS/model_last.ckpt --data-dir ./data
+    python visualize.py --checkpoint RESULTS/model_last.ckpt [--embedding] --data-dir ./data
     python visualize.py --curves RESULTS/ [--reference]
-
-Retrieval ranks the bank by cosine similarity of the normalised embedding (the kNN monitor's
-features); the map is a t-SNE of that embedding. Both reuse infer.py's feature cache.
 """
 
 import argparse
@@ -35,6 +31,7 @@ from src.train.checkpoint import CheckpointError
 from src.train.log import read_curves
 from src.utils import figures
 from src.utils.device import DeviceError, set_device
+from src.utils.figures import RetrievalRow, Tile
 from src.utils.progress import logger, setup_logging
 
 OPTIONS = [  # see src/config.py's table
@@ -47,15 +44,6 @@ OPTIONS = [  # see src/config.py's table
     ("--reference", bool, False, "with --curves: add the PyTorch demo's published curve"),
     ("--output", str, "", "PNG path; empty: beside the checkpoint or the log"),
 ]
-
-
-def create_parser() -> argparse.ArgumentParser:
-    parser = script_parser(__doc__.split("\n")[0])
-    modes = parser.add_mutually_exclusive_group(required=True)
-    add_evaluation_arguments(parser, modes)
-    modes.add_argument("--curves", default="", metavar="RESULTS", help="plot RESULTS/log.csv")
-    add_options(parser, OPTIONS)
-    return parser
 
 
 def random_indices(seed: int, count: int, total: int) -> np.ndarray:
@@ -74,11 +62,12 @@ def choose_queries(args: argparse.Namespace, num_test: int) -> np.ndarray:
     return random_indices(args.seed, args.num_queries, num_test)
 
 
-def checkpoint_features(args: argparse.Namespace) -> Features:
-    """The checkpoint's features of bank and queries, through infer.py's feature cache."""
+def checkpoint_features(args: argparse.Namespace) -> tuple[Features, str]:
+    """The checkpoint's features of bank and queries (infer.py's feature cache) and a title."""
     resolve_evaluation_args(args)
     set_device(args.device_target, args.mode)
-    return load_features(args.checkpoint, settings(EvalData, args, use_cache=not args.no_cache))
+    features = load_features(args.checkpoint, settings(EvalData, args, use_cache=not args.no_cache))
+    return features, f"{args.dataset}: {os.path.basename(args.checkpoint)} (epoch {features.epoch})"
 
 
 def output_path(args: argparse.Namespace, name: str) -> str:
@@ -87,39 +76,30 @@ def output_path(args: argparse.Namespace, name: str) -> str:
     return args.output or os.path.join(folder, name)
 
 
-def checkpoint_title(args: argparse.Namespace, features: Features) -> str:
-    return f"{args.dataset}: {os.path.basename(args.checkpoint)} (epoch {features.epoch})"
-
-
 def draw_retrieval(args: argparse.Namespace) -> str:
     if args.topk < 1:
         raise ConfigError(f"--topk must be positive, got {args.topk}")
-    features = checkpoint_features(args)
+    features, title = checkpoint_features(args)
     bank, queries = features.bank, features.queries
     chosen = choose_queries(args, len(queries))
     embedding = features.bank_features["embedding"]
     ranking = rank_by_similarity(features.query_features["embedding"][chosen], embedding, args.topk)
 
-    def tiles(indices, scores, label):
+    def tiles(indices, scores, label):  # bank images under their class and similarity
+        found = zip(indices, bank.labels[indices], scores)
         return [
-            figures.Tile(
-                bank.images[i], f"{bank.classes[bank.labels[i]]}\n{s:.3f}", bank.labels[i] == label
-            )
-            for i, s in zip(indices, scores)
+            Tile(bank.images[i], f"{bank.classes[c]}\n{s:.3f}", c == label) for i, c, s in found
         ]
 
     rows = []
-    for row, query in enumerate(chosen):
+    for r, query in enumerate(chosen):
         label = queries.labels[query]
-        rows.append(
-            figures.RetrievalRow(
-                figures.Tile(queries.images[query], f"test #{query}\n{queries.classes[label]}"),
-                tiles(ranking.nearest[row], ranking.nearest_scores[row], label),
-                tiles(ranking.farthest[row], ranking.farthest_scores[row], label),
-            )
-        )
+        nearest = tiles(ranking.nearest[r], ranking.nearest_scores[r], label)
+        farthest = tiles(ranking.farthest[r], ranking.farthest_scores[r], label)
+        query_tile = Tile(queries.images[query], f"test #{query}\n{queries.classes[label]}")
+        rows.append(RetrievalRow(query_tile, nearest, farthest))
     title = (
-        f"{checkpoint_title(args, features)}, bank of {len(bank)} train images, cosine "
+        f"{title}, bank of {len(bank)} train images, cosine "
         f"similarity of the {embedding.shape[1]}-d embedding; green: same class as the query"
     )
     figure = figures.retrieval_grid_figure(rows, args.topk, title)
@@ -134,7 +114,7 @@ def draw_embedding(args: argparse.Namespace) -> str:
         raise ConfigError("--embedding needs scikit-learn: pip install scikit-learn") from None
     if args.embedding_points < 2:
         raise ConfigError(f"--embedding-points must be at least 2, got {args.embedding_points}")
-    features = checkpoint_features(args)
+    features, title = checkpoint_features(args)
     embedding, labels = features.query_features["embedding"], features.query_features["labels"]
     chosen = random_indices(args.seed, min(args.embedding_points, len(embedding)), len(embedding))
     start = time.perf_counter()
@@ -144,7 +124,7 @@ def draw_embedding(args: argparse.Namespace) -> str:
     logger.info("t-SNE of %d points: %.1f s", len(chosen), time.perf_counter() - start)
     shown = "all" if len(chosen) == len(embedding) else f"{len(chosen)} of the"
     title = (
-        f"{checkpoint_title(args, features)}: t-SNE of the L2-normalised {embedding.shape[1]}-d "
+        f"{title}: t-SNE of the L2-normalised {embedding.shape[1]}-d "
         f"embedding (what the kNN compares)\n{shown} {len(embedding)} test images, by class"
     )
     figure = figures.embedding_figure(points_2d, labels[chosen], features.queries.classes, title)
@@ -157,8 +137,7 @@ def run_description(results_dir: str) -> str:
     path = os.path.join(results_dir, CONFIG_NAME)
     if not os.path.isfile(path):
         return name
-    config = load_config_file(path)
-    get = config.get
+    get = load_config_file(path).get
     images = f"first {get('train_subset')}" if get("train_subset") else "all"
     return (
         f"{name}: {get('dataset')}, {images} train images, batch {get('batch_size')}, "
@@ -178,17 +157,20 @@ def draw_curves(args: argparse.Namespace) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
-    parser = create_parser()
+    parser = script_parser(__doc__.split("\n")[0])
+    modes = parser.add_mutually_exclusive_group(required=True)
+    add_evaluation_arguments(parser, modes)
+    modes.add_argument("--curves", default="", metavar="RESULTS", help="plot RESULTS/log.csv")
+    add_options(parser, OPTIONS)
     args = parser.parse_args(argv)
     if args.embedding and not args.checkpoint:
         parser.error("--embedding draws a checkpoint's map: add --checkpoint")
     draw = draw_curves if args.curves else draw_embedding if args.embedding else draw_retrieval
     try:
-        path = draw(args)
+        print(draw(args))
     except (ConfigError, DatasetError, CheckpointError, DeviceError, OSError) as err:
         logger.error("error: %s", err)
         return 2
-    print(path)
     return 0
 
 

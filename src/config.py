@@ -106,6 +106,9 @@ def add_options(parser: argparse.ArgumentParser, rows: list[Any]) -> dict[str, a
     return options
 
 
+_ACTIONS = add_options(argparse.ArgumentParser(), _OPTIONS)  # the training flags' actions by dest
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each default, unless it is None or "" (the help then says what applies)."""
 
@@ -130,8 +133,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser, modes=None) -> None:
-    """Adds the flags of infer.py and visualize.py; ``--checkpoint`` (required unless it goes
-    into the mutually exclusive group ``modes``), data, how to run the encoder."""
+    """The flags of infer.py and visualize.py; ``--checkpoint`` is required unless in ``modes``."""
     (modes or parser).add_argument(
         "--checkpoint",
         default="",
@@ -142,34 +144,31 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, modes=None) -> Non
     parser.add_argument("--no-cache", action="store_true", help="recompute features; no cache")
 
 
-def _range_errors(args: argparse.Namespace, positive: str, non_negative: str) -> list[str]:
-    """A message per listed dest that is not > 0 (or not >= 0)."""
-    return [
+def check_ranges(
+    args: argparse.Namespace, positive: str, non_negative="", more=(), title="invalid arguments"
+) -> None:
+    """ConfigError listing each named dest that is not > 0 (or not >= 0), then ``more``."""
+    errors = [
         f"{dest.replace('_', '-')} must be {'positive' if strict else '>= 0'}, got {value}"
         for names, strict in ((positive, True), (non_negative, False))
         for dest in names.split()
         if (value := getattr(args, dest)) < 0 or strict and value == 0
     ]
-
-
-def check_ranges(args: argparse.Namespace, positive: str, non_negative: str = "") -> None:
-    """ConfigError listing each of the named dests that is not > 0 (or not >= 0)."""
-    if errors := _range_errors(args, positive, non_negative):
-        raise ConfigError("invalid arguments:\n  " + "\n  ".join(errors))
+    if errors := errors + list(more):
+        raise ConfigError(f"{title}:\n  " + "\n  ".join(errors))
 
 
 def resolve_evaluation_args(args: argparse.Namespace, more: Sequence[str] = ()) -> None:
-    """Fills unset flags (and the ``more`` dests of the caller) from ``--config``, else the
-    checkpoint's config.yaml, else the training defaults; checks the shared ones."""
+    """Fills unset flags (and the dests ``more``) from ``--config``, else the checkpoint's
+    config.yaml, else the training defaults; checks the shared ones."""
     beside = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), CONFIG_NAME)
     path = args.config or beside
     training = load_config_file(path) if args.config or os.path.isfile(path) else {}
     training = {str(key).replace("-", "_"): value for key, value in training.items()}
-    defaults = create_parser()
     shared = "dataset data_dir device_target mode workers val_split skip_bad_images".split()
     for dest in (*shared, *more):
         if getattr(args, dest) is None:
-            setattr(args, dest, training.get(dest, defaults.get_default(dest)))
+            setattr(args, dest, training.get(dest, _ACTIONS[dest].default))
     check_ranges(args, "batch_size workers", "train_subset test_subset")
 
 
@@ -189,34 +188,29 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def _typed(action: argparse.Action, value: Any) -> Any:
     """A YAML value as its flag would parse it; TypeError or ValueError if it cannot."""
-    if isinstance(action, argparse.BooleanOptionalAction):
-        if not isinstance(value, bool):
-            raise TypeError(f"{type(value).__name__} is not true/false")
-        return value
-    many = action.nargs == "*"
+    kind, many = action.type or bool, action.nargs == "*"  # bool: a BooleanOptionalAction
     if isinstance(value, list) != many:
         raise TypeError("a list is needed" if many else "a list is not allowed")
-    if action.type is str and not isinstance(value, str):  # argparse would take 42
-        raise TypeError(f"{type(value).__name__} is not str")
-    typed = [action.type(str(item)) for item in (value if many else [value])]
+    items = value if many else [value]
+    if kind in (bool, str) and (bad := [v for v in items if not isinstance(v, kind)]):
+        raise TypeError(f"{type(bad[0]).__name__} is not {kind.__name__}")  # argparse would take 42
+    typed = items if kind is bool else [kind(str(item)) for item in items]
     if action.choices is not None and (bad := [v for v in typed if v not in action.choices]):
         raise ValueError(f"invalid choice: {bad[0]!r} (choose from {action.choices})")
     return typed if many else typed[0]
 
 
 def _yaml_defaults(content: dict[str, Any], path: str) -> dict[str, Any]:
-    """The entries of a ``--config`` file typed as their flags (by dest); ConfigError lists
-    each bad entry on its own line."""
-    options = add_options(argparse.ArgumentParser(), _OPTIONS)
+    """A ``--config`` file's entries typed as their flags; ConfigError: a line per bad entry."""
     values, keys, errors = {}, {}, []
     for key, value in content.items():
         key = str(key)
-        action = options.get(dest := key.replace("-", "_"))
+        action = _ACTIONS.get(dest := key.replace("-", "_"))
         if action is None:
-            close = difflib.get_close_matches(dest, list(options))
+            close = difflib.get_close_matches(dest, list(_ACTIONS))
             hint = ", ".join(name.replace("_", "-") if "-" in key else name for name in close)
             hint = f"; did you mean {hint}?" if close else ""
-            errors.append(f"unknown key {key!r}{hint} (known keys: {', '.join(sorted(options))})")
+            errors.append(f"unknown key {key!r}{hint} (known keys: {', '.join(sorted(_ACTIONS))})")
         elif dest in keys:
             errors.append(f"sets {dest} twice, as {keys[dest]!r} and {key!r}")
         else:
@@ -241,7 +235,7 @@ def validate_config(args: argparse.Namespace) -> None:
     """Checks that the options can run; ConfigError lists each invalid value, one per line."""
     positive = "batch_size epochs moco_k moco_dim bn_splits knn_k workers moco_t knn_t lr"
     non_negative = "knn_interval knn_bank_subset train_subset test_subset max_steps wd image_size"
-    errors = _range_errors(args, positive, non_negative)
+    errors: list[str] = []
     add, steps = errors.append, list(args.schedule)
     bs, k, bn = args.batch_size, args.moco_k, args.bn_splits
     if not 0.0 <= args.moco_m < 1.0:
@@ -260,8 +254,7 @@ def validate_config(args: argparse.Namespace) -> None:
         add(f"val-split must be in [0, 1) (0: no hold-out), got {args.val_split}")
     if args.dataset != "folder" and (args.val_split or args.skip_bad_images):
         add("val-split and skip-bad-images apply to --dataset folder only")
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    check_ranges(args, positive, non_negative, errors, "invalid configuration")
 
 
 def validate_group(args: argparse.Namespace, world: int) -> None:
@@ -274,7 +267,7 @@ def validate_group(args: argparse.Namespace, world: int) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parses the ``--config`` YAML file, then the command line over it, and validates; an empty
+    """The ``--config`` YAML file, then the command line over it, validated; an empty
     ``results_dir`` becomes the ``--resume`` checkpoint's folder, else a new timestamped one."""
     pre_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # so -h shows YAML
     pre_parser.add_argument("--config", default="")
@@ -302,7 +295,6 @@ def settings(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
 
 def save_config(args: argparse.Namespace, path: str) -> None:
     """Writes the options (underscore keys, parser order, no ``config``) as ``--config`` YAML."""
-    options = add_options(argparse.ArgumentParser(), _OPTIONS)
-    values = {d: list(v) if isinstance(v := getattr(args, d), tuple) else v for d in options}
+    values = {d: list(v) if isinstance(v := getattr(args, d), tuple) else v for d in _ACTIONS}
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(values, handle, sort_keys=False, default_flow_style=None)

@@ -1,7 +1,7 @@
 """Data layer: readers (CIFAR, STL-10, image folders), augmentations and MindSpore pipelines."""
 
 from .datasets import DATASETS, create_augmentation, get_dataset, load_data
-from .loaders import create_eval_dataset, create_train_dataset, epoch_order
+from .loaders import create_eval_dataset, create_linear_dataset, create_train_dataset, epoch_order
 from .splits import DatasetError, ImageSplit, Splits
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Splits",
     "create_augmentation",
     "create_eval_dataset",
+    "create_linear_dataset",
     "create_train_dataset",
     "epoch_order",
     "get_dataset",

@@ -141,3 +141,31 @@ def create_eval_dataset(
         ops = [transforms.resize(image_size), *ops]
     rows = _dataset(len(images), lambda i: (images[i], np.int32(labels[i])), ["image", "label"])
     return rows.map(ops, input_columns=["image"], num_parallel_workers=workers).batch(batch_size)
+
+
+def create_linear_dataset(
+    split: ImageSplit, mean, std, batch_size: int, seed: int, epoch: int, image_size: int, workers=1
+) -> ds.Dataset:
+    """One epoch in a random order, each image a RandomResizedCrop (scale 0.08-1) to
+    ``image_size`` flipped with p 0.5: ``image`` float32 (B, 3, S, S), ``label`` int32, the last
+    batch maybe smaller. Order and crops are a pure function of ``(seed, epoch)``."""
+    rng = np.random.default_rng([seed, epoch])
+    images, order = split.images, rng.permutation(len(split))
+    boxes = transforms.sample_crop_boxes(rng, len(order), *images.shape[1:3])
+    decisions = np.zeros((len(order), 3), np.uint8)
+    decisions[:, transforms.FLIP] = rng.random(len(order)) < transforms.FLIP_PROB
+
+    def row(i):
+        label = np.int32(split.labels[order[i]])
+        return transforms.crop(images[order[i]], boxes[i]), decisions[i], label
+
+    def finish(crops, flags, labels):  # flip and normalise: finish_views without the jitter
+        return transforms.finish_views(crops, crops, flags, mean, std), labels
+
+    columns, resize = ["image", "decisions", "label"], [transforms.resize(image_size)]
+    return (
+        _dataset(len(order), row, columns)
+        .map(resize, input_columns=["image"], num_parallel_workers=workers)
+        .batch(batch_size)
+        .map(finish, input_columns=columns, output_columns=["image", "label"])
+    )

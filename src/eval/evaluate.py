@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 from mindspore import nn
 
-from ..data import DatasetError, ImageSplit, Splits, create_eval_dataset, get_dataset, load_data
+from ..data import (
+    DatasetError,
+    ImageSplit,
+    Splits,
+    create_eval_dataset,
+    create_linear_dataset,
+    get_dataset,
+    load_data,
+)
 from ..models import create_backbone
 from ..train.checkpoint import (
     CheckpointError,
@@ -26,7 +34,6 @@ from .lincls import (
     FrozenBackboneClassifier,
     LinearTrainStep,
     classifier_path,
-    create_linear_dataset,
     file_digest,
     rank_classes,
     train_linear,

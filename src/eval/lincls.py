@@ -13,9 +13,6 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn, ops
 
-from ..data import ImageSplit
-from ..data import transforms as T
-from ..data.loaders import _dataset
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.step import set_learning_rate
 from ..utils.progress import Progress, logger
@@ -77,34 +74,6 @@ class LinearTrainStep(nn.Cell):
         loss, grads = self.grad_fn(images, labels)
         self.optimizer(grads)
         return loss
-
-
-def create_linear_dataset(
-    split: ImageSplit, mean, std, batch_size: int, seed: int, epoch: int, image_size: int, workers=1
-) -> ds.Dataset:
-    """One epoch in a random order, each image a RandomResizedCrop (scale 0.08-1) to
-    ``image_size`` flipped with p 0.5: ``image`` float32 (B, 3, S, S), ``label`` int32, the last
-    batch maybe smaller. Order and crops are a pure function of ``(seed, epoch)``."""
-    rng = np.random.default_rng([seed, epoch])
-    images, order = split.images, rng.permutation(len(split))
-    boxes = T.sample_crop_boxes(rng, len(order), *images.shape[1:3])
-    decisions = np.zeros((len(order), 3), np.uint8)
-    decisions[:, T.FLIP] = rng.random(len(order)) < T.FLIP_PROB
-
-    def row(i):
-        label = np.int32(split.labels[order[i]])
-        return T.crop(images[order[i]], boxes[i]), decisions[i], label
-
-    def finish(crops, flags, labels):  # flip and normalise: finish_views without the jitter
-        return T.finish_views(crops, crops, flags, mean, std), labels
-
-    columns, resize = ["image", "decisions", "label"], [T.resize(image_size)]
-    return (
-        _dataset(len(order), row, columns)
-        .map(resize, input_columns=["image"], num_parallel_workers=workers)
-        .batch(batch_size)
-        .map(finish, input_columns=columns, output_columns=["image", "label"])
-    )
 
 
 def file_digest(path: str) -> str:

@@ -16,32 +16,11 @@ def _normalize(x, axis=1, eps=1e-12):
 
 
 class MoCo(nn.Cell):
-    """Query encoder, momentum key encoder and a queue of negative keys.
-
-    ``construct`` returns the InfoNCE loss and the keys to enqueue; the
-    momentum update and the enqueue are separate steps so the training step
-    can run them around the gradient computation, in the reference's order:
-    momentum update, loss, SGD step, enqueue.
-
-    On ``group.size`` devices (the official multi-GPU ``builder.py``) each holds N of the
-    global batch of ``group.size`` x N: shuffle BN permutes the gathered key images of all
-    devices, and every device enqueues the gathered keys of all, so all hold one queue.
-
-    Args:
-        dim: Feature dimension (``moco-dim``).
-        K: Queue size (``moco-k``).
-        m: Momentum of the key encoder (``moco-m``).
-        T: Softmax temperature (``moco-t``).
-        arch: Backbone name.
-        bn_splits: Groups of SplitBatchNorm, the single-device shuffle BN.
-        symmetric: Use both views as queries and sum the two losses.
-        seed: Seed of the random initial queue.
-        group: The data-parallel devices, this one's rank.
-        mlp: MoCo v2's MLP projection head on both encoders.
-        stem: The backbone's stem, ``"cifar"`` or ``"imagenet"`` (larger images).
-        amp_level: Mixed precision of both encoders (``AMP_LEVELS``); features, logits and
-            loss stay float32.
-    """
+    """Query encoder, momentum key encoder (momentum ``m``) and a queue of ``K`` negative keys;
+    ``T``: the softmax temperature, ``seed``: the random initial queue's. ``construct`` returns the
+    InfoNCE loss and the keys to enqueue; the training step runs the momentum update before it and
+    the enqueue after the SGD step, as the reference. On ``group.size`` devices (as the official
+    ``builder.py``) shuffle BN and the enqueue use the gathered batches of all: one queue on all."""
 
     def __init__(
         self,
@@ -118,16 +97,9 @@ class MoCo(nn.Cell):
         return x_gather[self.rank * n : (self.rank + 1) * n]
 
     def contrastive_loss(self, im_q, im_k, idx_shuffle):
-        """InfoNCE loss of queries ``im_q`` against keys ``im_k`` and the queue.
-
-        Args:
-            im_q, im_k: Two views of the same images, N x 3 x H x W.
-            idx_shuffle: Permutation of ``range(world * N)`` for shuffle BN, the same on
-                every device.
-
-        Returns:
-            ``(loss, k)``; the keys ``k`` are L2-normalised, N x C.
-        """
+        """``(loss, k)``: the InfoNCE loss of queries ``im_q`` against keys ``im_k`` (two views, N x
+        3 x H x W) and the queue, and the L2-normalised keys (N x C). ``idx_shuffle``: shuffle BN's
+        permutation of ``range(world * N)``, the same on every device."""
         q = _normalize(self.encoder_q(im_q).astype(ms.float32))  # N x C
         k = self.encoder_k(self._batch_shuffle(im_k, idx_shuffle)).astype(ms.float32)
         k = ops.stop_gradient(self._batch_unshuffle(_normalize(k), idx_shuffle))  # N x C
@@ -139,16 +111,8 @@ class MoCo(nn.Cell):
         return ops.cross_entropy(logits, labels), k
 
     def construct(self, im_1, im_2, idx_shuffle):
-        """Loss of a batch of view pairs.
-
-        Args:
-            im_1, im_2: Two augmented views, N x 3 x H x W.
-            idx_shuffle: 2 x world*N, one shuffle-BN permutation per key batch
-                (the second is used only with the symmetric loss).
-
-        Returns:
-            ``(loss, keys)``: keys to enqueue, N x C (2N x C if symmetric).
-        """
+        """``(loss, keys)`` of two views N x 3 x H x W; the keys to enqueue are N x C (2N x C if
+        symmetric). ``idx_shuffle``: 2 x world*N, a shuffle-BN permutation per key batch."""
         if self.symmetric:
             loss_12, k2 = self.contrastive_loss(im_1, im_2, idx_shuffle[0])
             loss_21, k1 = self.contrastive_loss(im_2, im_1, idx_shuffle[1])

@@ -30,9 +30,6 @@ QUEUE, QUEUE_PTR, MOMENTS = "queue", "queue_ptr", "moments."
 # The demo's recipe, for what a state_dict does not reveal.
 DEFAULT_BN_SPLITS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY = 8, 0.06, 0.9, 5e-4
 STAGES = (3, 4, 5, 6)  # net.3 .. net.6 are layer1 .. layer4
-# An encoder's ``net.N`` (the demo's and ours) as torchvision's ResNet module.
-TORCHVISION = {"0": "conv1", "1": "bn1", "9": "fc"}
-TORCHVISION.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
 IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's or STL-10's
 # The keyword-only parameters of both conversions recorded or checked; mlp is read off the tensors.
 SETTINGS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "epoch")
@@ -64,17 +61,6 @@ def mindspore_state_to_torch(params: Mapping[str, Any]) -> dict[str, np.ndarray]
         state[torch_name(name)] = _layout(name, value, torch=True)
         if name.endswith(".moving_variance"):
             state[name[: -len("moving_variance")] + NUM_BATCHES_TRACKED] = np.zeros((), np.int64)
-    return state
-
-
-def torchvision_state(encoder: ms.nn.Cell, with_head: bool = False) -> dict[str, np.ndarray]:
-    """A backbone's tensors under torchvision's ResNet keys (``fc.*`` only ``with_head``)."""
-    ours = {p.name: p.asnumpy() for p in encoder.get_parameters() if SCRATCH_PREFIX not in p.name}
-    state = {}
-    for key, value in mindspore_state_to_torch(ours).items():
-        _, index, rest = key.split(".", 2)  # net.N.rest
-        if with_head or TORCHVISION[index] != "fc":
-            state[f"{TORCHVISION[index]}.{rest}"] = value
     return state
 
 
@@ -286,8 +272,7 @@ def _convert(in_path, out_path, lr, momentum, wd, **settings) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m src.tools.convert_pytorch",
-        description="Convert MoCo checkpoints between the PyTorch CIFAR demo (.pth/.pt) and "
-        "moco-mindspore (.ckpt); the direction follows the extensions.",
+        description=__doc__.split("\n")[0] + " The direction follows the extensions.",
         allow_abbrev=False,
     )
     add = parser.add_argument

@@ -14,10 +14,14 @@ import numpy as np
 from mindspore import nn
 
 from ..eval.evaluate import restore_encoder
+from ..models.split_bn import SCRATCH_PREFIX
 from . import ConversionError, run_tool, save_torch, write_atomically
-from .convert_pytorch import torchvision_state
+from .convert_pytorch import STAGES, mindspore_state_to_torch
 
 EXTENSIONS = {"mindir": (".mindir",), "onnx": (".onnx",), "pth-backbone": (".pth", ".pt")}
+# An encoder's ``net.N`` (the demo's and ours) as torchvision's ResNet module.
+TORCHVISION = {"0": "conv1", "1": "bn1", "9": "fc"}
+TORCHVISION.update({str(index): f"layer{n}" for n, index in enumerate(STAGES, 1)})
 
 
 class GlobalAvgPool(nn.Cell):
@@ -25,6 +29,17 @@ class GlobalAvgPool(nn.Cell):
 
     def construct(self, x):
         return x.mean(axis=(2, 3), keep_dims=True)
+
+
+def torchvision_state(encoder: nn.Cell, with_head: bool = False) -> dict[str, np.ndarray]:
+    """A backbone's tensors under torchvision's ResNet keys (``fc.*`` only ``with_head``)."""
+    ours = {p.name: p.asnumpy() for p in encoder.get_parameters() if SCRATCH_PREFIX not in p.name}
+    state = {}
+    for key, value in mindspore_state_to_torch(ours).items():
+        _, index, rest = key.split(".", 2)  # net.N.rest
+        if with_head or TORCHVISION[index] != "fc":
+            state[f"{TORCHVISION[index]}.{rest}"] = value
+    return state
 
 
 def export(

@@ -1,13 +1,12 @@
 """Selecting the MindSpore device, with a clear error where it is not available."""
 
-import logging
 import os
 import platform
 from collections.abc import MutableMapping
 
 import mindspore as ms
 
-logger = logging.getLogger("moco")
+from .progress import logger
 
 
 class DeviceError(RuntimeError):

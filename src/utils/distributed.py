@@ -38,10 +38,8 @@ def is_scheduler() -> bool:
 
 
 def check_master_port() -> None:
-    """In msrun's scheduler: a busy ``--master_port`` stops the job now with a clear error.
-
-    Otherwise msrun's workers would retry it for ``--cluster_time_out`` (600 s by default).
-    """
+    """In msrun's scheduler: a busy ``--master_port`` stops the job now with a clear error (the
+    workers would retry it for ``--cluster_time_out``, 600 s by default)."""
     host, port = os.environ.get("MS_SCHED_HOST", "127.0.0.1"), int(os.environ["MS_SCHED_PORT"])
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,10 +70,8 @@ def _stop_sibling_processes() -> None:
 
 def init_distributed(distribute: bool) -> Group:
     """``--distribute``: joins msrun's workers (after ``set_device``); else a group of one.
-
-    Raises DeviceError when the flag and the launcher disagree. In the scheduler process
-    ``init()`` serves the workers and exits when they are done.
-    """
+    DeviceError if the flag and the launcher disagree. In the scheduler process ``init()``
+    serves the workers and exits when they are done."""
     workers = int(os.environ.get(_WORKER_NUM, "1"))
     if not distribute:
         if workers > 1:
@@ -99,8 +95,7 @@ def init_distributed(distribute: bool) -> Group:
 
 def shard_indices(length: int, group: Group) -> np.ndarray:
     """This device's ``ceil(length / size)`` indices of ``range(length)``, a contiguous block;
-    the last device's block is padded with ``length - 1`` so every block has one shape.
-    """
+    the last device's block is padded with ``length - 1`` so every block has one shape."""
     block = -(-length // group.size)
     return np.minimum(np.arange(group.rank * block, (group.rank + 1) * block), length - 1)
 

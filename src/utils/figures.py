@@ -22,8 +22,7 @@ COLUMN_PITCH = 1.2  # tile plus the space to the next tile
 ROW_PITCH = TILE_INCHES + TITLE_INCHES + 0.1
 GROUP_GAP = 0.45  # extra space between the query, nearest and farthest groups
 MARGIN, HEADER_INCHES = 0.15, 0.75  # header: figure title and group headers
-MATCH_COLOUR, MISMATCH_COLOUR, NEUTRAL_COLOUR = "#1a7f37", "#cf222e", "black"
-_TITLE_COLOURS = {None: NEUTRAL_COLOUR, True: MATCH_COLOUR, False: MISMATCH_COLOUR}
+_TITLE_COLOURS = {None: "black", True: "#1a7f37", False: "#cf222e"}  # by Tile.same_class
 
 
 @dataclass
@@ -58,9 +57,8 @@ def retrieval_grid_figure(rows: Sequence[RetrievalRow], topk: int, title: str = 
     figure = Figure(figsize=(width, height))
     tile_w, tile_h = TILE_INCHES / width, TILE_INCHES / height  # in figure fractions
     nearest = MARGIN + COLUMN_PITCH + GROUP_GAP  # left edge of the first nearest tile, inches
-    farthest = nearest + topk * COLUMN_PITCH + GROUP_GAP
-    steps = [i * COLUMN_PITCH for i in range(topk)]
-    columns = [[MARGIN], [nearest + d for d in steps], [farthest + d for d in steps]]
+    starts = (MARGIN, nearest, nearest + topk * COLUMN_PITCH + GROUP_GAP)  # of the three groups
+    columns = [[x + i * COLUMN_PITCH for i in range(n)] for x, n in zip(starts, (1, topk, topk))]
     for r, row in enumerate(rows):
         bottom = height - HEADER_INCHES - r * ROW_PITCH - TITLE_INCHES - TILE_INCHES
         for lefts, tiles in zip(columns, ([row.query], row.nearest, row.farthest)):

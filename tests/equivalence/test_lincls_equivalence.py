@@ -12,7 +12,7 @@ import mindspore as ms  # noqa: E402
 
 from equivalence import moco_torch as ref  # noqa: E402
 from helpers import write_fake_cifar  # noqa: E402
-from src.data import get_dataset  # noqa: E402
+from src.data import create_linear_dataset, get_dataset  # noqa: E402
 from src.data.cifar import load_cifar  # noqa: E402
 from src.eval import lincls  # noqa: E402
 from src.eval.linear_probe import LinearProbeConfig, linear_probe_lr  # noqa: E402
@@ -32,7 +32,7 @@ def batches(tmp_path_factory):
     split, info = load_cifar("cifar10", root, "train"), get_dataset("cifar10")
     out = []
     for epoch in (1, 2):
-        dataset = lincls.create_linear_dataset(split, info.mean, info.std, BATCH, 0, epoch, 32)
+        dataset = create_linear_dataset(split, info.mean, info.std, BATCH, 0, epoch, 32)
         out += list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
     return out[:STEPS]
 

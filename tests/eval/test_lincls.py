@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.data import ImageSplit
+from src.data import ImageSplit, create_linear_dataset
 from src.data import transforms as T
 from src.eval import lincls
 from src.eval.linear_probe import LinearProbeConfig
@@ -21,7 +21,7 @@ def split_of(n, size=8, classes=3, seed=0):
 
 
 def epoch_batches(split, seed, epoch, batch_size=16, size=8):
-    dataset = lincls.create_linear_dataset(split, MEAN, STD, batch_size, seed, epoch, size)
+    dataset = create_linear_dataset(split, MEAN, STD, batch_size, seed, epoch, size)
     batches = list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), batches
 
@@ -121,7 +121,7 @@ def train(path, resume=None, stop_at=None, lr=30.0):
     def data(epoch):
         if epoch == stop_at:
             raise Interrupted
-        return lincls.create_linear_dataset(split, MEAN, STD, 8, probe.seed, epoch, 8)
+        return create_linear_dataset(split, MEAN, STD, 8, probe.seed, epoch, 8)
 
     recorded = {key: 0 for key in lincls.LINEAR_KEYS} | {"linear_lr": probe.lr}
     first = lincls.train_linear(step, data, probe, str(path), recorded, resume)
