@@ -38,3 +38,18 @@ def learning_rate(
         for milestone in schedule:
             lr *= 0.1 if epoch >= milestone else 1.0
     return lr
+
+
+def warmup_cosine_lr(epoch: float, lr: float, epochs: int, warmup_epochs: int) -> float:
+    """MoCo v3's rate (``adjust_learning_rate`` of its main_moco.py) at the fractional 0-based
+    ``epoch + i / iters_per_epoch``: a linear warmup from 0 over ``warmup_epochs``, then a
+    half-cycle cosine down to 0 at ``epochs``."""
+    if epoch < warmup_epochs:
+        return lr * epoch / warmup_epochs
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / (epochs - warmup_epochs)))
+
+
+def moco_momentum(epoch: float, m: float, epochs: int) -> float:
+    """MoCo v3's momentum (``adjust_moco_momentum``, ``--moco-m-cos``) at the fractional 0-based
+    ``epoch``: from ``m`` at epoch 0 up to 1 at ``epochs``, a half-cycle cosine."""
+    return 1.0 - 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)) * (1.0 - m)
