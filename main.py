@@ -17,10 +17,11 @@ import mindspore as ms
 from src.config import CONFIG_NAME, ConfigError, parse_args, save_config, settings, validate_group
 from src.data import DatasetError, create_augmentation, create_train_dataset, load_data
 from src.eval.features import create_knn_monitor
-from src.models import MoCo
-from src.train.checkpoint import CHECKPOINT_NAME, MODEL_KEYS, CheckpointError
+from src.models import MoCo, MoCoV3, create_encoder
+from src.train.checkpoint import CHECKPOINT_NAME, MODEL_KEYS, V3_KEYS, CheckpointError
 from src.train.loop import Callback, NonFiniteLossError, TrainSettings, fit
-from src.train.step import create_train_step
+from src.train.optimizer import create_v3_optimizer
+from src.train.step import V3TrainStep, create_train_step
 from src.utils.device import DeviceError, set_device
 from src.utils.distributed import broadcast_text, init_distributed, is_scheduler
 from src.utils.progress import setup_logging
@@ -47,6 +48,44 @@ def resolve_resume(args: argparse.Namespace) -> str:
     return path if os.path.isfile(path) else ""
 
 
+def create_model_and_step(args: argparse.Namespace, group) -> tuple:
+    """MoCo v1/v2 with its SGD step, or MoCo v3 with LARS or AdamW."""
+    if args.method == "v3":
+        encoder = functools.partial(
+            create_encoder,
+            args.arch,
+            args.moco_dim,
+            stem=args.stem,
+            image_size=args.image_size,
+            stop_grad_conv1=args.stop_grad_conv1,
+        )
+        model = MoCoV3(
+            encoder,
+            args.moco_dim,
+            args.moco_mlp_dim,
+            args.moco_t,
+            rank=group.rank,
+            world=group.size,
+        )
+        optimizer = create_v3_optimizer(args.optimizer, model.trainable_params(), args.lr, args.wd)
+        return model, V3TrainStep(model, optimizer)
+    model = MoCo(
+        dim=args.moco_dim,
+        K=args.moco_k,
+        m=args.moco_m,
+        T=args.moco_t,
+        arch=args.arch,
+        bn_splits=args.bn_splits,
+        symmetric=args.symmetric,
+        seed=args.seed,
+        group=group,
+        mlp=args.mlp,
+        stem=args.stem,
+        amp_level=args.amp_level,
+    )
+    return model, create_train_step(model, args.lr, args.wd, args.amp_level)
+
+
 def train(args: argparse.Namespace, group, callbacks: Sequence[Callback]) -> None:
     """Builds data, model, step and monitor from the resolved flags, and trains."""
     logger = logging.getLogger("moco")
@@ -66,23 +105,9 @@ def train(args: argparse.Namespace, group, callbacks: Sequence[Callback]) -> Non
             f"batch_size {args.batch_size} is larger than the training set "
             f"({len(data.pretrain)} images): no full batch"
         )
-    model = MoCo(
-        dim=args.moco_dim,
-        K=args.moco_k,
-        m=args.moco_m,
-        T=args.moco_t,
-        arch=args.arch,
-        bn_splits=args.bn_splits,
-        symmetric=args.symmetric,
-        seed=args.seed,
-        group=group,
-        mlp=args.mlp,
-        stem=args.stem,
-        amp_level=args.amp_level,
-    )
-    train_step = create_train_step(model, args.lr, args.wd, args.amp_level)
+    model, train_step = create_model_and_step(args, group)
     monitor = create_knn_monitor(
-        model.encoder_q,
+        model.base_encoder if args.method == "v3" else model.encoder_q,
         data,
         args.dataset,
         args.knn_k,
@@ -108,7 +133,8 @@ def train(args: argparse.Namespace, group, callbacks: Sequence[Callback]) -> Non
         world=group.size,
     )
     run = settings(TrainSettings, args)
-    model_keys = {key: getattr(args, key) for key in MODEL_KEYS}
+    keys = MODEL_KEYS + V3_KEYS if args.method == "v3" else MODEL_KEYS
+    model_keys = {key: getattr(args, key) for key in keys}
     fit(train_step, epoch_data, run, model_keys, monitor, group, callbacks)
 
 

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Optional, TypeVar
@@ -16,13 +17,18 @@ import yaml
 from .data.datasets import DATASETS
 from .eval.features import EVAL_BATCH_SIZE
 from .models.precision import AMP_LEVELS
-from .models.resnet import ARCHS, STEMS
+from .models.registry import BACKBONES
+from .models.resnet import STEMS
+from .models.vit import VITS
 
 T = TypeVar("T")
 CONFIG_NAME = "config.yaml"  # the resolved options, as main.py saves them in its results folder
 _DATASETS = list(DATASETS)
 LARGE_IMAGE = 64  # from this --image-size up, --stem auto picks the ImageNet stem
 _DEVICES = ["CPU", "GPU", "Ascend"]
+_METHODS, _OPTIMIZERS = ["v1", "v3"], ["sgd", "lars", "adamw"]
+_V1_ONLY = ("moco_k", "symmetric", "mlp", "cos", "schedule")  # v3: no queue, its own loss and lr
+_V3_ONLY = ("moco_mlp_dim", "moco_m_cos", "warmup_epochs", "stop_grad_conv1")
 _THEIRS = " (default: the training config's)"
 # Group titles and (flags, type, default, help[, choices]); bool: --X/--no-X, list: nargs="*".
 _OPTIONS: list[Any] = [
@@ -37,7 +43,7 @@ _OPTIONS: list[Any] = [
     ("--train-subset", int, 0, "if > 0, train on only the first N training images"),
     ("--test-subset", int, 0, "if > 0, monitor kNN on only the first N test images"),
     "optimisation",
-    ("-a --arch", str, "resnet18", "backbone name", sorted(ARCHS)),
+    ("-a --arch", str, "resnet18", "backbone name (a ViT needs --method v3)", sorted(BACKBONES)),
     ("--stem", str, "auto", f"auto: imagenet from --image-size {LARGE_IMAGE}", ["auto", *STEMS]),
     ("--lr --learning-rate", float, 0.06, "initial learning rate (0.06 for batch 512)"),
     ("--epochs", int, 200, "number of training epochs"),
@@ -51,10 +57,23 @@ _OPTIONS: list[Any] = [
     ("--moco-k", int, 4096, "queue size; number of negative keys"),
     ("--moco-m", float, 0.99, "momentum of the key encoder update"),
     ("--moco-t", float, 0.1, "softmax temperature"),
+    (
+        "--method",
+        str,
+        "v1",
+        "v1: MoCo v1/v2 (a queue; v2: --mlp --aug-plus); v3: MoCo v3",
+        _METHODS,
+    ),
     ("--bn-splits", int, 8, "BatchNorm groups per device (shuffle BN on one device)"),
     ("--symmetric", bool, False, "symmetric loss that backprops to both crops"),
     ("--mlp", bool, False, "MoCo v2: MLP projection head (512-512-moco_dim, ReLU)"),
     ("--aug-plus", bool, False, "MoCo v2 augmentation: crop scale (0.2, 1), blur from 64 px"),
+    "moco v3",
+    ("--moco-mlp-dim", int, 4096, "hidden width of the projector and predictor MLPs"),
+    ("--moco-m-cos", bool, False, "raise the momentum from --moco-m to 1 on a half cosine"),
+    ("--warmup-epochs", int, 0, "epochs of linear lr warm-up before the cosine decay"),
+    ("--optimizer", str, "", "empty: sgd (v1), lars (v3 ResNet), adamw (v3 ViT)", _OPTIMIZERS),
+    ("--stop-grad-conv1", bool, False, "ViT: a frozen random patch projection (the paper's)"),
     "knn monitor",
     ("--knn-k", int, 200, "k of the kNN monitor"),
     ("--knn-t", float, 0.1, "softmax temperature of the kNN monitor"),
@@ -231,11 +250,35 @@ def default_results_dir(now: Optional[datetime] = None) -> str:
     return "./cache-" + (now or datetime.now()).strftime("%Y-%m-%d-%H-%M-%S-moco")
 
 
-def validate_config(args: argparse.Namespace) -> None:
+def _method_errors(args: argparse.Namespace, given: set[str]) -> list[str]:
+    """Flags set for the other method (``given``: those set by the command line or the YAML);
+    fills in v3's fixed settings (no queue, one BN split, symmetric) and the optimizer."""
+    v3, vit = args.method == "v3", args.arch in VITS
+    other = _V1_ONLY if v3 else _V3_ONLY
+    errors = [f"--{dest.replace('_', '-')} is not used by --method {args.method}" for dest in other]
+    errors = [error for dest, error in zip(other, errors) if dest in given]
+    if v3 and "bn_splits" in given and args.bn_splits > 1:
+        errors.append("--bn-splits > 1 is shuffle BN of --method v1; v3 has no queue to protect")
+    if v3 and args.amp_level != "O0":
+        errors.append("--method v3 runs in float32: --amp-level O0")
+    if vit and not v3:
+        errors.append(f"--arch {args.arch} is a ViT: it trains with --method v3")
+    default = ("adamw" if vit else "lars") if v3 else "sgd"
+    args.optimizer = args.optimizer or default
+    if (args.optimizer == "sgd") == v3:
+        errors.append(f"--optimizer {args.optimizer} is not one of --method {args.method}'s")
+    if v3:
+        args.moco_k, args.bn_splits, args.symmetric, args.mlp = 0, 1, True, False
+    return errors
+
+
+def validate_config(args: argparse.Namespace, given: Sequence[str] = ()) -> None:
     """Checks that the options can run; ConfigError lists each invalid value, one per line."""
-    positive = "batch_size epochs moco_k moco_dim bn_splits knn_k workers moco_t knn_t lr"
+    positive = "batch_size epochs moco_dim bn_splits knn_k workers moco_t knn_t lr moco_mlp_dim"
+    positive += "" if args.method == "v3" else " moco_k"
     non_negative = "knn_interval knn_bank_subset train_subset test_subset max_steps wd image_size"
-    errors: list[str] = []
+    non_negative += " warmup_epochs"
+    errors = _method_errors(args, set(given))
     add, steps = errors.append, list(args.schedule)
     bs, k, bn = args.batch_size, args.moco_k, args.bn_splits
     if not 0.0 <= args.moco_m < 1.0:
@@ -250,6 +293,8 @@ def validate_config(args: argparse.Namespace) -> None:
     if bs > 0 and bn > 0 and bs % bn:
         fit = f"e.g. --bn-splits {max(d for d in range(1, bn + 1) if bs % d == 0)}"
         add(f"batch_size {bs} is not a multiple of bn-splits {bn}: BN needs equal splits, {fit}")
+    if args.warmup_epochs >= args.epochs > 0:
+        add(f"warmup-epochs {args.warmup_epochs} leaves no epoch of the {args.epochs} to decay")
     if not 0 <= args.val_split < 1:
         add(f"val-split must be in [0, 1) (0: no hold-out), got {args.val_split}")
     if args.dataset != "folder" and (args.val_split or args.skip_bad_images):
@@ -272,17 +317,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     pre_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # so -h shows YAML
     pre_parser.add_argument("--config", default="")
     path = pre_parser.parse_known_args(argv)[0].config
-    parser = create_parser()
+    parser, from_yaml = create_parser(), {}
     if path:
-        parser.set_defaults(**_yaml_defaults(load_config_file(path), path))
+        parser.set_defaults(**(from_yaml := _yaml_defaults(load_config_file(path), path)))
     args = parser.parse_args(argv)
+    flags = {name for arg in (argv or sys.argv[1:]) for name in [arg.split("=")[0]]}
+    given = {dest for dest, a in _ACTIONS.items() if flags & set(a.option_strings)}
+    given |= {dest for dest, value in from_yaml.items() if value != _ACTIONS[dest].default}
     if not args.results_dir:
         resuming = args.resume and args.resume != "auto"
         args.results_dir = os.path.dirname(args.resume) if resuming else default_results_dir()
     args.image_size = args.image_size or DATASETS[args.dataset].image_size
     if args.stem == "auto":
         args.stem = "imagenet" if args.image_size >= LARGE_IMAGE else "cifar"
-    validate_config(args)
+    validate_config(args, given)
     return args
 
 
@@ -294,7 +342,10 @@ def settings(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
 
 
 def save_config(args: argparse.Namespace, path: str) -> None:
-    """Writes the options (underscore keys, parser order, no ``config``) as ``--config`` YAML."""
+    """Writes the options (underscore keys, parser order, no ``config``; for v3 none of v1's) as
+    ``--config`` YAML."""
+    skip = (*_V1_ONLY, "bn_splits") if args.method == "v3" else ()
     values = {d: list(v) if isinstance(v := getattr(args, d), tuple) else v for d in _ACTIONS}
+    values = {dest: value for dest, value in values.items() if dest not in skip}
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(values, handle, sort_keys=False, default_flow_style=None)

@@ -62,6 +62,13 @@ DEFAULTS = {
     "val_split": 0.0,
     "skip_bad_images": False,
     "amp_level": "O0",
+    # MoCo v3 (moco-v3's main_moco.py flags)
+    "method": "v1",
+    "moco_mlp_dim": 4096,
+    "moco_m_cos": False,
+    "warmup_epochs": 0,
+    "optimizer": "",  # resolved by the method: sgd, lars or adamw
+    "stop_grad_conv1": False,
 }
 
 
@@ -85,7 +92,7 @@ def test_parser_defaults_equal_the_table():
 def test_parse_args_without_flags_keeps_defaults_and_timestamps_results_dir():
     args = vars(parse_args([]))
     assert re.fullmatch(r"\./cache-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-moco", args.pop("results_dir"))
-    expected = dict(DEFAULTS, image_size=32, stem="cifar")  # CIFAR's
+    expected = dict(DEFAULTS, image_size=32, stem="cifar", optimizer="sgd")  # CIFAR's, v1's
     expected.pop("results_dir")
     assert args == expected
 

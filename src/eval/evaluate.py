@@ -19,7 +19,7 @@ from ..data import (
     get_dataset,
     load_data,
 )
-from ..models import create_backbone
+from ..models import create_encoder, with_projector
 from ..train.checkpoint import (
     CheckpointError,
     checkpoint_settings,
@@ -71,16 +71,20 @@ class Features:
 
 
 def restore_encoder(checkpoint: str) -> tuple[nn.Cell, dict]:
-    """``encoder_q`` of a checkpoint in eval mode, built from the settings the file records;
-    returns it and those settings (epoch, arch, moco_dim, ...)."""
+    """``encoder_q`` (v3: ``base_encoder``) of a checkpoint in eval mode, built from the settings
+    the file records; returns it and those settings (epoch, arch, moco_dim, ...)."""
     saved = read_checkpoint(checkpoint)
     settings = checkpoint_settings(saved)
     missing = [key for key in ("arch", "moco_dim", "bn_splits") if key not in settings]
     if missing:
         raise CheckpointError(f"checkpoint {checkpoint} does not record {', '.join(missing)}")
     keys = ("arch", "moco_dim", "bn_splits", "mlp", "stem")
-    encoder = create_backbone(*(settings[key] for key in keys))
-    load_checkpoint(encoder, checkpoint, prefix="encoder_q.", saved=saved)
+    encoder = create_encoder(*(settings[key] for key in keys), image_size=settings["image_size"])
+    prefix = "encoder_q."
+    if settings["method"] == "v3":  # the base encoder, its projector in place of the head
+        encoder = with_projector(encoder, settings["moco_mlp_dim"], settings["moco_dim"])
+        prefix = "base_encoder."
+    load_checkpoint(encoder, checkpoint, prefix=prefix, saved=saved)
     encoder.set_train(False)
     return encoder, settings
 

@@ -29,7 +29,7 @@ class BackboneAndEmbedding(nn.Cell):
 
     def construct(self, x):
         features = self.encoder.forward_features(x)
-        embedding = self.encoder.net[-1](features)
+        embedding = self.encoder.embed(features)
         return features.astype(ms.float32), embedding.astype(ms.float32)  # float16 with AMP
 
 

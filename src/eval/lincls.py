@@ -19,13 +19,6 @@ from ..utils.progress import Progress, logger
 from .linear_probe import LinearProbeConfig, linear_probe_lr
 
 CLASSIFIER_NAME = "linear_last.ckpt"
-# What a classifier checkpoint records (``linear_``: LinearProbeConfig's fields, named apart from
-# the optimizer's parameters): resuming with other values is refused.
-LINEAR_KEYS = (
-    *("pretrained", "dataset", "train_images", "image_size", "linear_epochs", "linear_lr"),
-    *("linear_momentum", "linear_weight_decay", "linear_batch_size", "linear_cos"),
-    *("linear_schedule", "linear_seed", "linear_init_std"),
-)
 
 
 class FrozenBackboneClassifier(nn.Cell):
@@ -94,8 +87,9 @@ def train_linear(
     resume: Optional[str] = None,
 ) -> int:
     """Trains ``config.epochs`` epochs (after those of ``resume``, if given), saving the step to
-    ``checkpoint`` after each with ``recorded`` (the ``LINEAR_KEYS``); returns the first epoch."""
-    start = 1 if resume is None else load_checkpoint(step, resume, recorded, keys=LINEAR_KEYS) + 1
+    ``checkpoint`` after each with the settings ``recorded`` (a resume must have the same, and
+    their names must not be parameter names); returns the first epoch trained."""
+    start = 1 if resume is None else load_checkpoint(step, resume, recorded) + 1
     if start > 1:
         logger.info("resumed the linear classifier from %s at epoch %d", resume, start)
     for epoch in range(start, config.epochs + 1):
@@ -110,7 +104,7 @@ def train_linear(
             total, count = total + loss * len(labels), count + len(labels)
             progress.update(loss=total / count, lr=lr)
         progress.close()
-        save_checkpoint(step, checkpoint, epoch, recorded, keys=LINEAR_KEYS)
+        save_checkpoint(step, checkpoint, epoch, recorded)
     return start
 
 

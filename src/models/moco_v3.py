@@ -37,6 +37,18 @@ def backbone_kind(encoder: nn.Cell) -> str:
     raise ValueError(f"cannot tell the kind of {type(encoder).__name__}: no `head` and no `net`")
 
 
+def with_projector(encoder: nn.Cell, mlp_dim: int, dim: int, kind=None) -> nn.Cell:
+    """``encoder`` with its classifier head replaced by a fresh projection MLP (``dim`` out,
+    ``mlp_dim`` hidden): MoCo v3's base or momentum encoder. ``kind``: None to detect it."""
+    kind = kind or backbone_kind(encoder)
+    projector = _build_mlp(_MLPS[kind][0], encoder.feature_dim, mlp_dim, dim)
+    if kind == "vit":
+        encoder.head = projector
+    else:
+        encoder.net[len(encoder.net) - 1] = projector
+    return encoder
+
+
 class MoCoV3(nn.Cell):
     """``create_encoder()`` builds a backbone (``feature_dim`` wide before its classifier) twice:
     ``base_encoder`` and ``momentum_encoder``, each with the classifier replaced by a projector
@@ -52,22 +64,13 @@ class MoCoV3(nn.Cell):
         self.kind = kind or backbone_kind(base)
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}; available: {', '.join(KINDS)}")
-        projector_layers, predictor_layers, predictor_last_bn = _MLPS[self.kind]
+        _, predictor_layers, predictor_last_bn = _MLPS[self.kind]
         # Replaced before they become attributes: the projectors' parameters then get the clean
         # names base_encoder.net.9.0.weight (ResNet), momentum_encoder.head.0.weight (ViT), ...
-        self.base_encoder = self._with_projector(base, projector_layers, mlp_dim, dim)
-        self.momentum_encoder = self._with_projector(momentum, projector_layers, mlp_dim, dim)
+        self.base_encoder = with_projector(base, mlp_dim, dim, self.kind)
+        self.momentum_encoder = with_projector(momentum, mlp_dim, dim, self.kind)
         self.predictor = _build_mlp(predictor_layers, dim, mlp_dim, dim, predictor_last_bn)
         self._init_momentum_encoder()
-
-    def _with_projector(self, encoder, num_layers, mlp_dim, dim):
-        """``encoder`` with its classifier head replaced by a fresh projection MLP."""
-        projector = _build_mlp(num_layers, encoder.feature_dim, mlp_dim, dim)
-        if self.kind == "vit":
-            encoder.head = projector
-        else:
-            encoder.net[len(encoder.net) - 1] = projector
-        return encoder
 
     def _init_momentum_encoder(self):
         """Copies every learnable weight of the base encoder into the momentum encoder, whose

@@ -99,6 +99,10 @@ class ResNetCifar(nn.Cell):
             x = self.net[i](x)
         return x
 
+    def embed(self, features):
+        """The fc (or MoCo v3's projector) on ``forward_features``' output."""
+        return self.net[-1](features)
+
 
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 STEMS = ("cifar", "imagenet")

@@ -60,7 +60,8 @@ class Attention(nn.Cell):
     def construct(self, x):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
-        q, k, v = ops.unstack(qkv.transpose(2, 0, 3, 1, 4))  # each (B, heads, N, d_head)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # 3 x (B, heads, N, d_head)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # indexed, not unstacked: ONNX exports it
         attn = ops.softmax(ops.matmul(q, k.swapaxes(-2, -1)) * self.scale, axis=-1)  # (B, h, N, N)
         return self.proj(ops.matmul(attn, v).swapaxes(1, 2).reshape(b, n, d))
 
@@ -131,6 +132,10 @@ class VisionTransformer(nn.Cell):
         """The final-normed cls token, (B, D): what the linear protocol and kNN use."""
         x = self.blocks(self._embed(x))
         return self.norm(x[:, 0])  # LayerNorm is per token: norm(x)[:, 0] == norm(x[:, 0])
+
+    def embed(self, features):
+        """The head (or MoCo v3's projector) on ``forward_features``' output."""
+        return self.head(features)
 
     def construct(self, x):
         return self.head(self.forward_features(x))

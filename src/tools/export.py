@@ -42,6 +42,18 @@ def torchvision_state(encoder: nn.Cell, with_head: bool = False) -> dict[str, np
     return state
 
 
+class _ViT(nn.Cell):
+    """A ViT's ``forward_features`` (the normed cls token), or with its head."""
+
+    def __init__(self, encoder: nn.Cell, with_head: bool):
+        super().__init__(auto_prefix=False)
+        self.encoder, self.with_head = encoder, with_head
+
+    def construct(self, x):
+        features = self.encoder.forward_features(x)
+        return self.encoder.embed(features) if self.with_head else features
+
+
 def export(
     checkpoint: str, out: str, fmt: str, with_head: bool = False, batch_size: Optional[int] = None
 ) -> dict:
@@ -57,13 +69,19 @@ def export(
         raise ConversionError(f"--batch-size must be at least 1, not {batch_size}")
     encoder, settings = restore_encoder(checkpoint)
     if fmt == "pth-backbone":
+        if not hasattr(encoder, "net"):
+            raise ConversionError(
+                f"pth-backbone is a torchvision ResNet; {settings['arch']} is not"
+            )
         save_torch(torchvision_state(encoder, with_head), out)
         return settings
-    net = encoder.net  # exported with a pool ONNX converts and, without the head, no fc
-    for index, cell in enumerate(net):
-        if isinstance(cell, nn.AdaptiveAvgPool2d):
+    if fmt == "onnx" and not hasattr(encoder, "net"):  # seen with MindSpore 2.10
+        raise ConversionError("MindSpore cannot export a ViT to ONNX (no Erf, GELU's): use mindir")
+    net = encoder.net if hasattr(encoder, "net") else _ViT(encoder, with_head)
+    for index, cell in enumerate(net if hasattr(encoder, "net") else ()):
+        if isinstance(cell, nn.AdaptiveAvgPool2d):  # a pool ONNX converts
             net[index] = GlobalAvgPool()
-    if not with_head:
+    if not with_head and hasattr(encoder, "net"):
         net[-1] = nn.Identity()
     # MindSpore 2.10 declares ONNX outputs with the traced batch size: trace a fixed one.
     shape = (batch_size or (1 if fmt == "onnx" else None), 3, *[settings["image_size"]] * 2)

@@ -15,8 +15,9 @@ from .loss_scale import PREFIX as AMP_PREFIX
 CHECKPOINT_NAME = "model_last.ckpt"
 # Recorded in every checkpoint; a resume with other values would not fit the model.
 MODEL_KEYS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "mlp", "stem", "image_size")
-# What a checkpoint written before a key existed was trained with.
-_EARLIER_DEFAULTS = {"mlp": False, "stem": "cifar", "image_size": 32}
+V3_KEYS = ("method", "moco_mlp_dim", "stop_grad_conv1")  # recorded by MoCo v3 runs too
+# What a checkpoint written before a key existed was trained with (no method: v1/v2).
+_EARLIER_DEFAULTS = {"mlp": False, "stem": "cifar", "image_size": 32, "method": "v1"}
 
 
 class CheckpointError(RuntimeError):
@@ -33,11 +34,10 @@ def save_checkpoint(
     epoch: int,
     model: Mapping[str, Any],
     on_written: Optional[Callable[[str], None]] = None,
-    keys: Sequence[str] = MODEL_KEYS,
 ) -> None:
     """Writes every parameter of ``cell`` (model, queue, optimizer state), the epoch and the
-    ``keys`` of ``model`` atomically; ``on_written(tmp)`` runs before the rename."""
-    meta = {"epoch": int(epoch), **{key: model[key] for key in keys}}
+    settings ``model`` atomically; ``on_written(tmp)`` runs before the rename."""
+    meta = {"epoch": int(epoch), **model}
     params = [{"name": name, "data": p} for name, p in _state(cell).items()]
     assert not meta.keys() & _state(cell).keys(), "a setting named as a parameter would replace it"
 
@@ -73,7 +73,7 @@ def _scalar(value):
     return float(str(value)) if value.dtype == np.float32 else value.item()
 
 
-def checkpoint_settings(saved: dict, keys: Sequence[str] = MODEL_KEYS) -> dict:
+def checkpoint_settings(saved: dict, keys: Sequence[str] = MODEL_KEYS + V3_KEYS) -> dict:
     """The epoch and ``keys`` a read checkpoint records (older files: earlier defaults)."""
     recorded = {key: _scalar(saved[key]) for key in ("epoch", *keys) if key in saved}
     return {**{k: v for k, v in _EARLIER_DEFAULTS.items() if k in keys}, **recorded}
@@ -89,16 +89,15 @@ def load_checkpoint(
     model: Optional[Mapping[str, Any]] = None,
     prefix: str = "",
     saved: Optional[dict] = None,
-    keys: Sequence[str] = MODEL_KEYS,
 ) -> int:
     """Loads a checkpoint into ``cell`` after checking that it fits; returns its epoch.
 
-    ``model``, if given, must have the checkpoint's ``keys``. ``prefix`` selects the
+    ``model``, if given, must hold the checkpoint's settings of its keys. ``prefix`` selects the
     entries to load, stripped (``"encoder_q."``: a bare backbone). ``saved``: the file, if read.
     """
     saved = read_checkpoint(path) if saved is None else saved
-    settings = checkpoint_settings(saved, keys)
-    for key in keys if model is not None else ():
+    settings = checkpoint_settings(saved, tuple(model or ()))
+    for key in model or ():
         if key in settings and settings[key] != model[key]:
             raise CheckpointError(
                 f"checkpoint {path} is from another model: it has {key}={settings[key]!r}, "

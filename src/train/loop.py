@@ -15,7 +15,7 @@ from ..utils.distributed import ONE_DEVICE, Group
 from ..utils.progress import Progress, logger
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .log import LOG_NAME, append_log, restart_log
-from .schedule import learning_rate
+from .schedule import learning_rate, moco_momentum, warmup_cosine_lr
 from .step import set_learning_rate
 
 
@@ -37,9 +37,20 @@ class TrainSettings:
     resume: str = ""
     max_steps: int = 0  # > 0: stop each epoch after this many steps
     knn_interval: int = 1  # epochs between kNN monitors; 0: none
+    method: str = "v1"  # v3: lr and momentum per step, from the fractional epoch
+    warmup_epochs: int = 0
+    moco_m: float = 0.99
+    moco_m_cos: bool = False
 
-    def lr_at(self, epoch: int) -> float:
+    def lr_at(self, epoch: float) -> float:
+        """v1: the rate of a whole 1-based epoch; v3: at the fractional 0-based ``epoch``."""
+        if self.method == "v3":
+            return warmup_cosine_lr(epoch, self.lr, self.epochs, self.warmup_epochs)
         return learning_rate(epoch, self.lr, self.epochs, self.cos, self.schedule)
+
+    def momentum_at(self, epoch: float) -> float:
+        """v3's key-encoder momentum at the fractional 0-based ``epoch``."""
+        return moco_momentum(epoch, self.moco_m, self.epochs) if self.moco_m_cos else self.moco_m
 
 
 class Callback:
@@ -70,12 +81,12 @@ def train_one_epoch(
     settings: TrainSettings,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[float, float]:
-    """Sets the epoch's learning rate and runs the step over its batches.
+    """Sets the learning rate (each epoch; v3: each step) and runs the step over the batches.
 
     Returns ``(mean loss, seconds)``. Raises NonFiniteLossError naming the step, unless a
     float16 loss scale skipped it (while the scale, halved at each overflow, is >= 1).
     """
-    lr = settings.lr_at(epoch)
+    lr = settings.lr_at(epoch if settings.method == "v1" else epoch - 1)  # v3: at every step
     set_learning_rate(train_step.optimizer, lr)
     steps = dataset.get_dataset_size()
     steps = min(steps, settings.max_steps) if settings.max_steps else steps
@@ -87,7 +98,13 @@ def train_one_epoch(
     for step, images in zip(range(steps), iterator):
         for callback in callbacks:
             images = callback.on_step_begin(epoch, step + 1, images)
-        loss, grads_finite = train_step(*map(ms.Tensor, images), ms.Tensor(permutations[step]))
+        if settings.method == "v3":  # main_moco.py: epoch + i / iters_per_epoch, 0-based
+            lr = settings.lr_at(epoch - 1 + step / steps)
+            set_learning_rate(train_step.optimizer, lr)
+            third = ms.Tensor(settings.momentum_at(epoch - 1 + step / steps), ms.float32)
+        else:
+            third = ms.Tensor(permutations[step])  # shuffle BN's
+        loss, grads_finite = train_step(*map(ms.Tensor, images), third)
         loss = float(loss.asnumpy())
         finite = math.isfinite(loss) and bool(grads_finite.asnumpy())
         scale = train_step.current_loss_scale()  # None in float32: nothing is skipped

@@ -113,3 +113,30 @@ class MoCoTrainStep(nn.Cell):
         for p in self.bn_statistics:
             ops.assign(p, self.all_reduce(p) / self.world)
         return True
+
+
+class V3TrainStep(nn.Cell):
+    """One MoCo v3 step: ``model(x1, x2, m)`` (momentum update inside, as the official code), its
+    gradients (averaged over ``model.world`` devices, as DDP), the optimizer's update. Returns
+    the loss and whether every gradient is finite (float32 only: no loss scale)."""
+
+    def __init__(self, model, optimizer):
+        super().__init__(auto_prefix=False)
+        self.model, self.optimizer = model, optimizer
+        self.grad_fn = ms.value_and_grad(model, None, optimizer.parameters)
+        self.world = model.world
+        if self.world > 1:
+            self.grad_reducer = nn.DistributedGradReducer(optimizer.parameters, True, self.world)
+            self.all_reduce = ops.AllReduce()
+
+    def construct(self, x1, x2, m):
+        loss, grads = self.grad_fn(x1, x2, m)
+        if self.world > 1:
+            grads = self.grad_reducer(grads)
+            loss = self.all_reduce(loss) / self.world
+        grads_finite = ms.amp.all_finite(grads)
+        self.optimizer(grads)
+        return loss, grads_finite
+
+    def current_loss_scale(self) -> Optional[float]:
+        return None

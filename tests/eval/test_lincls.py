@@ -123,7 +123,7 @@ def train(path, resume=None, stop_at=None, lr=30.0):
             raise Interrupted
         return create_linear_dataset(split, MEAN, STD, 8, probe.seed, epoch, 8)
 
-    recorded = {key: 0 for key in lincls.LINEAR_KEYS} | {"linear_lr": probe.lr}
+    recorded = {"pretrained": "digest", "linear_lr": probe.lr}
     first = lincls.train_linear(step, data, probe, str(path), recorded, resume)
     return first, snapshot(classifier.fc)
 

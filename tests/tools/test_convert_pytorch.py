@@ -265,7 +265,7 @@ def test_pytorch_to_ours_to_pytorch_resumes_and_is_exact(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="bn_splits"):  # recorded: a wrong config is refused
         load_checkpoint(step, ckpt, _config(bn_splits=2))
     encoder, settings = restore_encoder(ckpt)  # what infer.py does with it
-    assert settings == {"epoch": 5, **_config()}
+    assert settings == {"epoch": 5, **_config(), "method": "v1"}  # no method recorded: v1
     np.testing.assert_array_equal(
         encoder.net[9].weight.asnumpy(), demo["state_dict"]["encoder_q.net.9.weight"].numpy()
     )
