@@ -555,3 +555,37 @@ def test_the_quick_run_is_the_demos_recipe_on_a_subset():
         lr=0.03, epochs=1, cos=False, batch_size=256, train_subset=1024, test_subset=1000
     )
     assert vars(quick) == dict(vars(demo), config=quick.config, **changes)
+
+
+def test_the_reduced_curve_recipe_is_the_demos_on_a_subset():
+    """configs/cifar10_reduced.yaml (docs/curve.md): the demo's recipe but the size of the run."""
+    reduced = parse_args(
+        ["--config", str(CONFIGS_DIR / "cifar10_reduced.yaml"), "--results-dir", "x"]
+    )
+    demo = parse_args(["--config", str(CONFIGS_DIR / "cifar10.yaml"), "--results-dir", "x"])
+    changes = dict(lr=0.015, epochs=20, batch_size=128, moco_k=512, knn_interval=5)
+    changes.update(train_subset=1280, test_subset=1000)
+    assert vars(reduced) == dict(vars(demo), config=reduced.config, **changes)
+    turns = reduced.train_subset * reduced.epochs / reduced.moco_k
+    assert reduced.moco_k < reduced.train_subset and turns >= 5  # the queue turns over
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("cifar10_mocov3_resnet18.yaml", ("resnet18", "lars", 0.3, 1e-6, 10, 1000, False)),
+        ("cifar10_mocov3_vit_tiny.yaml", ("vit_tiny", "adamw", 1.5e-4, 0.1, 40, 300, True)),
+    ],
+)
+def test_the_v3_recipes(name, expected):
+    args = parse_args(["--config", str(CONFIGS_DIR / name), "--results-dir", "x"])
+    keys = ("arch", "optimizer", "lr", "wd", "warmup_epochs", "epochs", "stop_grad_conv1")
+    assert tuple(getattr(args, key) for key in keys) == expected
+    assert (args.method, args.batch_size, args.moco_dim, args.moco_mlp_dim) == (
+        "v3",
+        256,
+        256,
+        4096,
+    )
+    assert (args.moco_t, args.moco_m, args.moco_m_cos) == (0.2, 0.99, True)
+    assert (args.moco_k, args.bn_splits, args.symmetric) == (0, 1, True)  # no queue, no split BN
