@@ -34,6 +34,7 @@ IMAGE_SIZES = {"cifar": 32, "imagenet": 96}  # recorded for a .pth: CIFAR's or S
 # The keyword-only parameters of both conversions recorded or checked; mlp is read off the tensors.
 SETTINGS = ("arch", "moco_dim", "moco_k", "bn_splits", "symmetric", "epoch")
 Schema = Mapping[str, tuple[int, ...]]
+V3_FILE = "a MoCo v3 checkpoint: convert it with python -m src.tools.convert_mocov3"
 
 
 def torch_name(name: str) -> str:
@@ -145,6 +146,8 @@ def mindspore_optimizer_to_torch(entries: Mapping, params: Sequence, weight_deca
 
 def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """``arch``, ``moco_dim``, ``moco_k``, ``mlp`` (MoCo v2's head) and ``stem`` of a demo model."""
+    if any("base_encoder." in key for key in state_dict):
+        raise ConversionError(V3_FILE)
     if QUEUE not in state_dict or np.ndim(state_dict[QUEUE]) != 2:
         keys = ", ".join(sorted(state_dict)[:3])
         raise ConversionError(f"no 2-D 'queue' tensor: not a MoCo state_dict (keys {keys} ...)")
@@ -242,6 +245,8 @@ def convert_ckpt_to_pth(
     except CheckpointError as err:
         raise ConversionError(str(err)) from err
     found = checkpoint_settings(saved)
+    if found["method"] == "v3":
+        raise ConversionError(V3_FILE)
     values = {name: np.asarray(value) for name, value in saved.items() if name not in found}
     state = mindspore_state_to_torch({k: v for k, v in values.items() if _is_model_tensor(k)})
     config = infer_model_config(state)
