@@ -75,7 +75,7 @@ class MoCoV3(nn.Cell):
     def _init_momentum_encoder(self):
         """Copies every learnable weight of the base encoder into the momentum encoder, whose
         parameters all get ``requires_grad=False``: no gradient, out of ``trainable_params()``.
-        BN running statistics are buffers: neither copied nor averaged, as in the official code."""
+        BN running statistics are buffers: not copied, as in the official code."""
         momentum = dict(self.momentum_encoder.parameters_and_names())
         pairs = [
             (param_b, momentum[name])

@@ -40,6 +40,24 @@ def set_learning_rate(optimizer: nn.Optimizer, lr: float) -> None:
     ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
 
 
+class _DeviceAverage(nn.Cell):
+    """On ``world`` devices: the loss, the gradients and the BN running statistics averaged over
+    them, so that every device keeps the same model."""
+
+    def __init__(self, model, parameters, world):
+        super().__init__(auto_prefix=False)
+        self.world, self.all_reduce = world, ops.AllReduce()
+        self.grad_reducer = nn.DistributedGradReducer(parameters, True, world)
+        self.bn_statistics = ms.ParameterTuple(
+            p for p in model.get_parameters() if p.name.endswith(_BN_STATISTICS)
+        )
+
+    def construct(self, loss, grads):
+        for p in self.bn_statistics:
+            ops.assign(p, self.all_reduce(p) / self.world)
+        return self.all_reduce(loss) / self.world, self.grad_reducer(grads)
+
+
 class _ScaledLoss(nn.Cell):
     """The model's ``(loss * scale, keys)``: what float16 backprop differentiates."""
 
@@ -80,19 +98,13 @@ class MoCoTrainStep(nn.Cell):
         self.grad_fn = ms.value_and_grad(loss, None, optimizer.parameters, has_aux=True)
         self.world = model.world
         if self.world > 1:
-            self.grad_reducer = nn.DistributedGradReducer(optimizer.parameters, True, self.world)
-            self.all_reduce = ops.AllReduce()
-            self.bn_statistics = ms.ParameterTuple(
-                p for p in model.get_parameters() if p.name.endswith(_BN_STATISTICS)
-            )
+            self.devices = _DeviceAverage(model, optimizer.parameters, self.world)
 
     def construct(self, im_1, im_2, idx_shuffle):
         self.model.momentum_update_key_encoder()
         (loss, keys), grads = self.grad_fn(im_1, im_2, idx_shuffle)
         if self.world > 1:
-            grads = self.grad_reducer(grads)
-            loss = self.all_reduce(loss) / self.world
-            self._average_bn_statistics()
+            loss, grads = self.devices(loss, grads)
         if self.loss_scale is not None:
             loss = loss / self.loss_scale.loss_scale
             grads = self.loss_scale.unscale(grads)
@@ -109,16 +121,11 @@ class MoCoTrainStep(nn.Cell):
         """The float16 loss scale now (halved at each overflow); None in float32."""
         return None if self.loss_scale is None else float(self.loss_scale.loss_scale.asnumpy())
 
-    def _average_bn_statistics(self):
-        for p in self.bn_statistics:
-            ops.assign(p, self.all_reduce(p) / self.world)
-        return True
-
 
 class V3TrainStep(nn.Cell):
     """One MoCo v3 step: ``model(x1, x2, m)`` (momentum update inside, as the official code), its
-    gradients (averaged over ``model.world`` devices, as DDP), the optimizer's update. Returns
-    the loss and whether every gradient is finite (float32 only: no loss scale)."""
+    gradients (averaged over ``model.world`` devices, as DDP, with the loss and BN statistics),
+    the optimizer's update. Returns the loss and whether every gradient is finite (float32)."""
 
     def __init__(self, model, optimizer):
         super().__init__(auto_prefix=False)
@@ -126,14 +133,12 @@ class V3TrainStep(nn.Cell):
         self.grad_fn = ms.value_and_grad(model, None, optimizer.parameters)
         self.world = model.world
         if self.world > 1:
-            self.grad_reducer = nn.DistributedGradReducer(optimizer.parameters, True, self.world)
-            self.all_reduce = ops.AllReduce()
+            self.devices = _DeviceAverage(model, optimizer.parameters, self.world)
 
     def construct(self, x1, x2, m):
         loss, grads = self.grad_fn(x1, x2, m)
         if self.world > 1:
-            grads = self.grad_reducer(grads)
-            loss = self.all_reduce(loss) / self.world
+            loss, grads = self.devices(loss, grads)
         grads_finite = ms.amp.all_finite(grads)
         self.optimizer(grads)
         return loss, grads_finite
