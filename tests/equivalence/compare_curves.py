@@ -16,14 +16,16 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from src.train.log import read_log  # noqa: E402
+from src.train.log import read_curves  # noqa: E402
 
 
 def our_curve(results_dir: str) -> dict[int, dict]:
     """``{epoch: {"loss", "knn_top1"}}`` of a main.py run (None where not measured)."""
-    number = lambda text: float(text) if text else None  # noqa: E731
-    rows = read_log(results_dir)
-    return {int(r["epoch"]): {k: number(r[k]) for k in ("loss", "knn_top1")} for r in rows}
+    curve: dict[int, dict] = {}
+    for metric, pairs in zip(("loss", "knn_top1"), read_curves(results_dir)):
+        for epoch, value in pairs:
+            curve.setdefault(epoch, {"loss": None, "knn_top1": None})[metric] = value
+    return curve
 
 
 def reference_curve(path: str) -> dict[int, dict]:
@@ -31,7 +33,7 @@ def reference_curve(path: str) -> dict[int, dict]:
         result = json.load(f)
     curve = {0: {"loss": None, "knn_top1": result.get("knn_top1_init")}}
     for key, value in result.items():
-        if key.startswith("epoch"):
+        if key.startswith("epoch") and key[5:].isdigit():
             curve[int(key[5:])] = {"loss": value["loss"], "knn_top1": value["knn_top1"]}
     return curve
 
