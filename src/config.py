@@ -321,7 +321,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if path:
         parser.set_defaults(**(from_yaml := _yaml_defaults(load_config_file(path), path)))
     args = parser.parse_args(argv)
-    flags = {name for arg in (argv or sys.argv[1:]) for name in [arg.split("=")[0]]}
+    flags = {arg.split("=")[0] for arg in (sys.argv[1:] if argv is None else argv)}
     given = {dest for dest, a in _ACTIONS.items() if flags & set(a.option_strings)}
     given |= {dest for dest, value in from_yaml.items() if value != _ACTIONS[dest].default}
     if not args.results_dir:
