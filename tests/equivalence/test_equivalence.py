@@ -43,6 +43,7 @@ torch = pytest.importorskip(
 import mindspore as ms  # noqa: E402
 
 from equivalence import moco_torch as ref  # noqa: E402
+from equivalence.measured import Measured, rel_diff  # noqa: E402
 from helpers import write_fake_cifar  # noqa: E402
 from src.data import create_eval_dataset, get_dataset  # noqa: E402
 from src.data.cifar import load_cifar  # noqa: E402
@@ -66,17 +67,15 @@ MS_SPLITS = SPLITS  # (a mutation check sets this to 1: the backbone test must f
 LR, WD, MOMENTUM = 0.06, 5e-4, 0.9  # the demo's recipe
 STEPS = 20
 
-MEASURED = {}
+MEASURED = Measured()
+record = MEASURED.record
 
 
 @pytest.fixture(scope="module", autouse=True)
 def print_measurements():
     """Prints the measured differences at the end of the module (visible with ``-s``)."""
     yield
-    if MEASURED:
-        print("\nmeasured max differences (ours vs reference):")
-        for key, value in MEASURED.items():
-            print(f"  {key:<55} {value:.2g}")
+    MEASURED.report()
 
 
 def model_state(model):
@@ -84,22 +83,10 @@ def model_state(model):
     return {p.name: p.asnumpy().copy() for p in model.get_parameters() if SCRATCH not in p.name}
 
 
-def rel_diff(ours, reference):
-    """``max |ours - reference| / max |reference|`` (absolute if the reference is all zero)."""
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
-
-
 def worst(ours, reference, keys, what):
     """Worst ``rel_diff`` over ``keys`` of two dicts; records and returns ``(value, key)``."""
     value, key = max((rel_diff(ours[k], reference[k]), k) for k in keys)
-    MEASURED[what] = max(MEASURED.get(what, 0.0), value)
-    return value, key
-
-
-def record(what, value):
-    MEASURED[what] = max(MEASURED.get(what, 0.0), value)
-    return value
+    return record(what, value), key
 
 
 # --------------------------------------------------------------------------- data and models

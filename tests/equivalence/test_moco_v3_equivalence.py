@@ -31,9 +31,11 @@ from mindspore import nn, ops  # noqa: E402
 
 from equivalence import moco_torch  # noqa: E402
 from equivalence import moco_v3_torch as ref  # noqa: E402
+from equivalence.measured import Measured, rel_diff  # noqa: E402
 from src.models import moco_v3 as moco_v3_module  # noqa: E402
 from src.models.moco_v3 import MoCoV3  # noqa: E402
 from src.models.resnet import create_backbone  # noqa: E402
+from src.tools.convert_pytorch import torch_name  # noqa: E402
 from src.train.optimizer import create_v3_optimizer  # noqa: E402
 from src.train.schedule import moco_momentum, warmup_cosine_lr  # noqa: E402
 from src.train.step import set_learning_rate  # noqa: E402
@@ -50,51 +52,24 @@ STEP_SEEDS = (7, 10)  # their batches (why 10: test_training_steps)
 TOL = 1e-5  # float32: loss, weights, BN statistics
 GRAD_TOL = 1e-4  # gradients and optimizer buffers
 
-MEASURED = {}
+MEASURED = Measured()
+record = MEASURED.record
 
 
 @pytest.fixture(scope="module", autouse=True)
 def print_measurements():
     """Prints the measured differences at the end of the module (visible with ``-s``)."""
     yield
-    if MEASURED:
-        print("\nmeasured max differences (ours vs reference; mutations: planted bugs):")
-        for key, value in MEASURED.items():
-            print(f"  {key:<62} {value:.2g}")
-
-
-def rel_diff(ours, reference):
-    """``max |ours - reference| / max |reference|`` (absolute if the reference is all zero)."""
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
+    MEASURED.report("ours vs reference; mutations: planted bugs", 62)
 
 
 def worst(ours, reference, what):
     """Worst ``rel_diff`` over the keys of ``reference``; records and returns ``(value, key)``."""
     value, key = max((rel_diff(ours[k], reference[k]), k) for k in reference)
-    MEASURED[what] = max(MEASURED.get(what, 0.0), value)
-    return value, key
-
-
-def record(what, value):
-    MEASURED[what] = max(MEASURED.get(what, 0.0), value)
-    return value
+    return record(what, value), key
 
 
 # --------------------------------------------------------------------------- models and data
-
-_TORCH_SUFFIXES = {
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
-
-
-def torch_key(name):
-    """Our parameter name under the reference's ``state_dict`` key."""
-    head, _, last = name.rpartition(".")
-    return f"{head}.{_TORCH_SUFFIXES.get(last, last)}"
 
 
 def affine_free(model):
@@ -112,7 +87,7 @@ def ours_as_torch(model):
     """Copies of all our tensors under the reference's keys."""
     skip = affine_free(model)
     return {
-        torch_key(p.name): p.asnumpy().copy() for p in model.get_parameters() if p.name not in skip
+        torch_name(p.name): p.asnumpy().copy() for p in model.get_parameters() if p.name not in skip
     }
 
 
@@ -179,9 +154,9 @@ def test_parameter_names_are_the_reference_keys():
     model = build_ours()
     reference = reference_of(model)
     assert sorted(ours_as_torch(model)) == sorted(torch_state(reference))
-    ours = {torch_key(p.name) for p in model.trainable_params()}
+    ours = {torch_name(p.name) for p in model.trainable_params()}
     assert ours == {k for k, p in reference.named_parameters() if p.requires_grad}
-    assert {torch_key(p.name) for p in model.params_m} == {
+    assert {torch_name(p.name) for p in model.params_m} == {
         k for k, _ in reference.momentum_encoder.named_parameters(prefix="momentum_encoder")
     }
 
@@ -202,7 +177,7 @@ def our_loss_and_grads(model, x1, x2, m):
     finally:
         for param in model.params_m:
             param.requires_grad = False
-    return float(loss.asnumpy()), {torch_key(p.name): g.asnumpy() for p, g in zip(params, grads)}
+    return float(loss.asnumpy()), {torch_name(p.name): g.asnumpy() for p, g in zip(params, grads)}
 
 
 def their_loss_and_grads(reference, x1, x2, m, dtype=torch.float32):
@@ -358,7 +333,7 @@ _BUFFERS = {"lars": ("mu",), "adamw": ("exp_avg", "exp_avg_sq")}
 def our_buffers(optimizer, name):
     entries = {p.name: p.asnumpy().copy() for p in optimizer.get_parameters()}
     return {
-        f"{buffer} {torch_key(p.name)}": entries[f"{buffer}.{p.name}"]
+        f"{buffer} {torch_name(p.name)}": entries[f"{buffer}.{p.name}"]
         for buffer in _BUFFERS[name]
         for p in optimizer.parameters
     }

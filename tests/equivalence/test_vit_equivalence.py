@@ -20,7 +20,9 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from equivalence import vit_torch as ref  # noqa: E402
+from equivalence.measured import Measured, rel_diff  # noqa: E402
 from src.models import vit  # noqa: E402
+from src.tools.convert_pytorch import torch_name  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -31,39 +33,15 @@ TINY = dict(SMALL, image_size=32, embed_dim=192, depth=12)  # vit_tiny on 32x32 
 # forward, 1.1e-6 gradients, 9e-5 with the tanh GELU planted.
 TOL, GRAD_TOL = 5e-6, 1e-5
 
-MEASURED = {}
+MEASURED = Measured()
+record = MEASURED.record
 
 
 @pytest.fixture(scope="module", autouse=True)
 def print_measurements():
     """Prints the measured differences at the end of the module (visible with ``-s``)."""
     yield
-    if MEASURED:
-        print("\nmeasured max differences (ours vs reference):")
-        for key, value in MEASURED.items():
-            print(f"  {key:<55} {value:.2g}")
-
-
-def rel_diff(ours, reference):
-    """``max |ours - reference| / max |reference|`` (absolute if the reference is all zero)."""
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
-
-
-def record(what, value):
-    MEASURED[what] = max(MEASURED.get(what, 0.0), value)
-    return value
-
-
-def torch_name(name):
-    """Our parameter name -> the reference's (timm's) key: the names are timm's module paths
-    (``patch_embed.proj``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.mlp.fc1``, ``norm``, ``head``,
-    ``cls_token``, ``pos_embed``); only MindSpore's LayerNorm calls its affine gamma/beta."""
-    if name.endswith(".gamma"):
-        return name[: -len("gamma")] + "weight"
-    if name.endswith(".beta"):
-        return name[: -len("beta")] + "bias"
-    return name
+    MEASURED.report()
 
 
 def randomised(model, seed=0):
