@@ -121,7 +121,7 @@ def train(args: argparse.Namespace, group, callbacks: Sequence[Callback]) -> Non
     logger.info(
         "%s: %d images to train on; kNN monitor: %s", args.dataset, len(data.pretrain), described
     )
-    augmentation = create_augmentation(args.dataset, args.image_size, args.aug_plus)
+    augmentation = create_augmentation(args.dataset, args.image_size, args.aug_plus, args.method)
     epoch_data = functools.partial(
         create_train_dataset,
         data.pretrain,

@@ -27,7 +27,8 @@ _DATASETS = list(DATASETS)
 LARGE_IMAGE = 64  # from this --image-size up, --stem auto picks the ImageNet stem
 _DEVICES = ["CPU", "GPU", "Ascend"]
 _METHODS, _OPTIMIZERS = ["v1", "v3"], ["sgd", "lars", "adamw"]
-_V1_ONLY = ("moco_k", "symmetric", "mlp", "cos", "schedule")  # v3: no queue, its own loss and lr
+# v3: no queue, its own loss, lr and augmentation
+_V1_ONLY = ("moco_k", "symmetric", "mlp", "cos", "schedule", "aug_plus")
 _V3_ONLY = ("moco_mlp_dim", "moco_m_cos", "warmup_epochs", "stop_grad_conv1")
 _THEIRS = " (default: the training config's)"
 # Group titles and (flags, type, default, help[, choices]); bool: --X/--no-X, list: nargs="*".

@@ -589,3 +589,20 @@ def test_the_v3_recipes(name, expected):
     )
     assert (args.moco_t, args.moco_m, args.moco_m_cos) == (0.2, 0.99, True)
     assert (args.moco_k, args.bn_splits, args.symmetric) == (0, 1, True)  # no queue, no split BN
+
+
+@pytest.mark.parametrize("flag", ["--moco-k=32", "--symmetric", "--mlp", "--cos", "--aug-plus"])
+def test_v1_only_flags_are_errors_with_v3(flag):
+    """v3 has no queue and its own loss, lr schedule and augmentation (not v2's --aug-plus)."""
+    name = flag.split("=")[0]
+    with pytest.raises(ConfigError) as error:
+        parse_args(["--method", "v3", flag, "--results-dir", "x"])
+    assert str(error.value).splitlines()[1:] == [f"  {name} is not used by --method v3"]
+
+
+def test_v3_config_saves_without_aug_plus(tmp_path):
+    args = parse_args(["--method", "v3", "--results-dir", "x"])
+    save_config(args, str(tmp_path / "config.yaml"))
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert "aug_plus" not in saved and saved["method"] == "v3"
+    assert parse_args(["--config", str(tmp_path / "config.yaml")]).aug_plus is False

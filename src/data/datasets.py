@@ -11,7 +11,15 @@ from typing import Callable
 from . import cifar, stl10
 from .folder import load_folder_splits
 from .splits import DatasetError, ImageSplit, Splits
-from .transforms import BLUR_MIN_SIZE, CROP_SCALE, CROP_SCALE_V2, Augmentation
+from .transforms import (
+    BLUR_MIN_SIZE,
+    BLUR_PROB_V3,
+    CROP_SCALE,
+    CROP_SCALE_V2,
+    SATURATION_V3,
+    SOLARIZE_PROB_V3,
+    Augmentation,
+)
 
 IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # mean, std
 
@@ -45,10 +53,18 @@ def get_dataset(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def create_augmentation(dataset: str, image_size: int, aug_plus: bool) -> Augmentation:
+def create_augmentation(
+    dataset: str, image_size: int, aug_plus: bool, method: str = "v1"
+) -> Augmentation:
     """MoCo v1's train views, or v2's with ``aug_plus``: crops of 20% or more, blur from
-    ``BLUR_MIN_SIZE`` pixels up."""
+    ``BLUR_MIN_SIZE`` pixels up; ``method`` v3: moco-v3's asymmetric pair (BYOL's), saturation
+    0.2, blur p 1 / 0.1 (from ``BLUR_MIN_SIZE`` up), solarization p 0 / 0.2."""
     info = get_dataset(dataset)
+    if method == "v3":
+        assert not aug_plus, "checked by src.config"
+        blur = image_size >= BLUR_MIN_SIZE
+        v3 = dict(blur_prob=BLUR_PROB_V3, saturation=SATURATION_V3, solarize_prob=SOLARIZE_PROB_V3)
+        return Augmentation(info.mean, info.std, image_size, CROP_SCALE, blur, **v3)
     crop_scale = CROP_SCALE_V2 if aug_plus else CROP_SCALE
     blur = aug_plus and image_size >= BLUR_MIN_SIZE
     return Augmentation(info.mean, info.std, image_size, crop_scale, blur)

@@ -19,6 +19,7 @@ _MINDSPORE_UNSET_SEED = 5489
 _AUGMENTATION_STREAM = 1  # distinguishes the augmentation seed from the order seed
 _DECISION_STREAM = 2  # and the views' decisions
 _BLUR_STREAM = 3  # and their blur (its own stream: the other draws stay those without blur)
+_SOLARIZE_STREAM = 4  # and MoCo v3's solarization (likewise)
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
@@ -41,9 +42,23 @@ def view_decisions(
     return boxes, transforms.sample_view_decisions(rng, num_views)
 
 
-def view_blur(num_views: int, seed: int, epoch: int) -> np.ndarray:
-    """Blur sigmas (0: none) of one epoch's views, float32 (num_views,), a pure function."""
-    return transforms.sample_blur(np.random.default_rng([seed, epoch, _BLUR_STREAM]), num_views)
+def view_blur(
+    num_views: int,
+    seed: int,
+    epoch: int,
+    prob: Sequence[float] = (transforms.BLUR_PROB, transforms.BLUR_PROB),
+) -> np.ndarray:
+    """Blur sigmas (0: none) of one epoch's views, float32 (num_views,), with p ``prob`` of view 1
+    and 2 (rows 2i, 2i + 1), a pure function."""
+    rng = np.random.default_rng([seed, epoch, _BLUR_STREAM])
+    return transforms.sample_blur(rng, num_views, prob)
+
+
+def view_solarize(num_views: int, seed: int, epoch: int, prob: Sequence[float]) -> np.ndarray:
+    """Solarization decisions of one epoch's views, bool (num_views,), with p ``prob`` of view 1
+    and 2 (rows 2i, 2i + 1), a pure function."""
+    rng = np.random.default_rng([seed, epoch, _SOLARIZE_STREAM])
+    return transforms.sample_solarize(rng, num_views, prob)
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -93,11 +108,18 @@ def create_train_dataset(
     else sets one. Deterministic for a fixed ``workers``."""
     assert 0 < batch_size <= len(split) and batch_size % world == 0, "checked by src.config"
     mean, std, blur = augmentation.mean, augmentation.std, augmentation.blur
+    solarizes = any(augmentation.solarize_prob)  # MoCo v3's second view
     images, order = split.images, epoch_order(len(split), seed, epoch)
+    num_views = 2 * len(order)
     boxes, decisions = view_decisions(
-        2 * len(order), *images.shape[1:3], seed, epoch, augmentation.crop_scale
+        num_views, *images.shape[1:3], seed, epoch, augmentation.crop_scale
     )
-    sigma = view_blur(2 * len(order), seed, epoch) if blur else np.zeros(2 * len(order), np.float32)
+    sigma = np.zeros(num_views, np.float32)
+    if blur:
+        sigma = view_blur(num_views, seed, epoch, augmentation.blur_prob)
+    solarized = np.zeros(num_views, bool)
+    if solarizes:
+        solarized = view_solarize(num_views, seed, epoch, augmentation.solarize_prob)
     # This device's rows rank * n to (rank + 1) * n of every full global batch of the order.
     n, steps = batch_size // world, len(order) // batch_size
     positions = np.arange(steps * batch_size).reshape(steps, world, n)[:, rank].reshape(-1)
@@ -105,20 +127,23 @@ def create_train_dataset(
 
     def row(i: int) -> tuple:  # view i % 2 of the device's image i // 2, cropped
         view = 2 * positions[i // 2] + i % 2
-        return transforms.crop(images[order[view // 2]], boxes[view]), decisions[view], sigma[view]
+        image = transforms.crop(images[order[view // 2]], boxes[view])
+        return image, decisions[view], sigma[view], solarized[view]
 
-    def finish(plain, jittered, flags, sigmas):  # rows: view 1, view 2, view 1, ...
-        views = transforms.finish_views(plain, jittered, flags, mean, std, sigmas if blur else None)
+    def finish(plain, jittered, flags, sigmas, solar):  # rows: view 1, view 2, view 1, ...
+        sigmas, solar = sigmas if blur else None, solar if solarizes else None
+        views = transforms.finish_views(plain, jittered, flags, mean, std, sigmas, solar)
         return np.ascontiguousarray(views[0::2]), np.ascontiguousarray(views[1::2])
 
     # Both views of an image are consecutive rows, so the jitter draws different numbers for each.
     # It runs on every view (a copy keeps the plain one): its draws do not depend on the decisions.
-    size, columns = augmentation.image_size, ["image", "jittered", "decisions", "sigma"]
+    size, jitter = augmentation.image_size, [transforms.colour_jitter(augmentation.saturation)]
+    columns = ["image", "jittered", "decisions", "sigma", "solarize"]
     return (
-        _dataset(2 * len(positions), row, ["image", "decisions", "sigma"])
+        _dataset(2 * len(positions), row, ["image", "decisions", "sigma", "solarize"])
         .map([transforms.resize(size)], input_columns=["image"], num_parallel_workers=workers)
         .map([Duplicate()], input_columns=["image"], output_columns=["image", "jittered"])
-        .map([transforms.colour_jitter()], input_columns=["jittered"], num_parallel_workers=workers)
+        .map(jitter, input_columns=["jittered"], num_parallel_workers=workers)
         .batch(2 * batch_size // world, drop_remainder=True)
         .map(finish, input_columns=columns, output_columns=["im_1", "im_2"])
     )

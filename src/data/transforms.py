@@ -1,6 +1,7 @@
-"""Per-view augmentations of the MoCo recipe (torchvision's rules) and the normalisation. Random
-decisions are drawn in NumPy: MindSpore seeds every random op from the one global seed, so two
-would draw in lockstep; the train loader keeps a single one, the colour jitter."""
+"""Per-view augmentations of the MoCo recipes (torchvision's rules; v3's asymmetric pair, BYOL's)
+and the normalisation. Random decisions are drawn in NumPy: MindSpore seeds every random op from
+the one global seed, so two would draw in lockstep; the train loader keeps a single one, the
+colour jitter."""
 
 from __future__ import annotations
 
@@ -24,21 +25,32 @@ COLOR_JITTER_PROB = 0.8
 GRAYSCALE_PROB = 0.2
 BRIGHTNESS = CONTRAST = SATURATION = 0.4
 HUE = 0.1
+# MoCo v3's two views (BYOL's, moco-v3's main_moco.py), per view (1, 2): saturation 0.2, blur
+# (from BLUR_MIN_SIZE up) and solarization of PIL's ImageOps.solarize.
+SATURATION_V3 = 0.2
+BLUR_PROB_V3 = (1.0, 0.1)
+SOLARIZE_PROB_V3 = (0.0, 0.2)
+SOLARIZE_THRESHOLD = 128  # levels from 128 up become 255 - level
 # Columns of a row of view decisions (see ``sample_view_decisions``).
 FLIP, JITTER, GRAYSCALE = 0, 1, 2
 # OpenCV's RGB2GRAY weights (0.299, 0.587, 0.114) in 15-bit fixed point, rounded as OpenCV does.
 _GREY_WEIGHTS = np.array([9798, 19235, 3735], dtype=np.int32)
+_SOLARIZED = np.array([v if v < SOLARIZE_THRESHOLD else 255 - v for v in range(256)], np.uint8)
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """A train view's normalisation (per RGB channel, [0, 1] scale), size, crop area and blur."""
+    """A train view's normalisation (per RGB channel, [0, 1] scale), size, crop area, blur and
+    jitter's saturation; probabilities per view (1, 2) of the blur (if on) and solarization."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: int = CROP_SIZE
     crop_scale: tuple[float, float] = CROP_SCALE
     blur: bool = False
+    blur_prob: tuple[float, float] = (BLUR_PROB, BLUR_PROB)
+    saturation: float = SATURATION
+    solarize_prob: tuple[float, float] = (0.0, 0.0)
 
 
 def sample_crop_boxes(
@@ -73,10 +85,23 @@ def sample_view_decisions(rng: np.random.Generator, n: int) -> np.ndarray:
     return (rng.random((n, 3)) < [FLIP_PROB, COLOR_JITTER_PROB, GRAYSCALE_PROB]).astype(np.uint8)
 
 
-def sample_blur(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Blur sigmas of ``n`` views, float32 (n,): uniform in BLUR_SIGMA with p BLUR_PROB, else 0."""
-    applied = rng.random(n) < BLUR_PROB
+def per_view(values: Sequence[float], n: int) -> np.ndarray:
+    """``values`` (view 1, view 2) of ``n`` views, float64 (n,): rows 2i, 2i + 1 are image i's."""
+    return np.asarray(values, np.float64)[np.arange(n) % 2]
+
+
+def sample_blur(
+    rng: np.random.Generator, n: int, prob: Sequence[float] = (BLUR_PROB, BLUR_PROB)
+) -> np.ndarray:
+    """Blur sigmas of ``n`` views, float32 (n,): uniform in BLUR_SIGMA with p ``prob`` of the view
+    (1, 2), else 0."""
+    applied = rng.random(n) < per_view(prob, n)
     return np.where(applied, rng.uniform(*BLUR_SIGMA, size=n), 0.0).astype(np.float32)
+
+
+def sample_solarize(rng: np.random.Generator, n: int, prob: Sequence[float]) -> np.ndarray:
+    """Solarization decisions of ``n`` views, bool (n,), with p ``prob`` of the view (1, 2)."""
+    return rng.random(n) < per_view(prob, n)
 
 
 def crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
@@ -90,15 +115,24 @@ def resize(size: int = CROP_SIZE) -> vision.Resize:
     return vision.Resize((size, size), vision.Inter.BILINEAR)
 
 
-def colour_jitter() -> vision.RandomColorAdjust:
-    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1): random factors, in a random order."""
-    return vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, SATURATION, HUE)
+def colour_jitter(saturation: float = SATURATION) -> vision.RandomColorAdjust:
+    """torchvision's ColorJitter(0.4, 0.4, ``saturation``, 0.1): random factors, in a random
+    order (MoCo v1/v2: saturation 0.4; v3: 0.2)."""
+    return vision.RandomColorAdjust(BRIGHTNESS, CONTRAST, saturation, HUE)
 
 
 def grey(images: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) RGB to grey in 3 equal channels, as OpenCV's RGB2GRAY then GRAY2RGB."""
     luma = (images.astype(np.int32) @ _GREY_WEIGHTS + (1 << 14)) >> 15
     return np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def solarize(images: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """uint8 images, those ``chosen`` (bool (N,)) solarized as PIL's ImageOps.solarize: levels
+    from SOLARIZE_THRESHOLD up become 255 - level."""
+    out = images.copy()
+    out[chosen] = _SOLARIZED[images[chosen]]
+    return out
 
 
 def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -129,10 +163,11 @@ def finish_views(
     mean: Sequence[float],
     std: Sequence[float],
     sigma: np.ndarray | None = None,
+    solarized: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 (N, H, W, 3) views, ``jittered`` or ``plain``, flipped, grey and blurred as decided,
-    as normalised float32 (N, 3, H, W). Flip after jitter and blur equals torchvision's order: the
-    adjustments are per pixel but for contrast's mean, which a flip keeps."""
+    """uint8 (N, H, W, 3) views, ``jittered`` or ``plain``, flipped, grey, blurred and solarized as
+    decided, as normalised float32 (N, 3, H, W). Flip after the others equals torchvision's order:
+    they are per pixel (blur: symmetric) but for contrast's mean, which a flip keeps."""
     decisions = np.asarray(decisions).astype(bool)
     views = np.where(decisions[:, JITTER, None, None, None], jittered, plain)
     flip, grayscale = decisions[:, FLIP], decisions[:, GRAYSCALE]
@@ -140,6 +175,8 @@ def finish_views(
     views[grayscale] = grey(views[grayscale])
     if sigma is not None:
         views = gaussian_blur(views, np.asarray(sigma))
+    if solarized is not None:
+        views = solarize(views, np.asarray(solarized, bool))
     # A table per channel of the 256 values, computed as vision.Rescale then vision.Normalize.
     levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
     table = (levels - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]

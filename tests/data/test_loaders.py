@@ -1,5 +1,7 @@
 """Tests of src.data.loaders: two-view train batches, their determinism, eval batches."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -190,3 +192,27 @@ def test_create_augmentation(dataset, size, aug_plus, crop_scale, blur):
     info = DATASETS[dataset]
     expected = Augmentation(info.mean, info.std, size, crop_scale, blur)
     assert create_augmentation(dataset, size, aug_plus) == expected
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    sha = hashlib.sha256()
+    for array in arrays:
+        sha.update(np.ascontiguousarray(array).tobytes())
+    return sha.hexdigest()[:16]
+
+
+def test_v1_and_v2_views_are_pinned():
+    """MoCo v1's and v2's NumPy draws and views (float32 bytes, MindSpore 2.10 on CPU) for one
+    seed, as before MoCo v3's views were added: v3's own draws must not move them."""
+    draws = epoch_order(48, 7, 2), *view_decisions(96, 32, 32, 7, 2), view_blur(96, 7, 2)
+    assert _digest(*draws) == "e867acb40a204b6e"
+    for name, size, n, batch, expected in [
+        ("cifar10", 32, 48, 16, "0641ebbd0ef38c24"),  # v1
+        ("stl10", 64, 16, 8, "b19e4b30169051c5"),  # v2 with its blur
+    ]:
+        images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        split = ImageSplit(images=images, labels=np.zeros(n, np.int32), classes=["0"])
+        augmentation = create_augmentation(name, size, aug_plus=name == "stl10")
+        dataset = create_train_dataset(split, augmentation, batch, 7, 2)
+        views = [a for row in dataset.create_tuple_iterator(output_numpy=True) for a in row]
+        assert _digest(*views) == expected, name

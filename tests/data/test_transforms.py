@@ -6,7 +6,7 @@ import mindspore.dataset as ds
 import mindspore.dataset.transforms as ms_transforms
 import mindspore.dataset.vision as vision
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from src.data import DATASETS
 from src.data.transforms import (
@@ -17,6 +17,7 @@ from src.data.transforms import (
     grey,
     resize,
     sample_crop_boxes,
+    solarize,
 )
 
 CIFAR10 = DATASETS["cifar10"]
@@ -157,3 +158,26 @@ def test_gaussian_blur_is_the_2d_convolution_with_extended_edges():
             for j in range(2 * radius + 1)
         )
         assert np.abs(blurred.astype(int) - np.rint(expected)).max() <= 1
+
+
+def test_solarize_is_pil_imageops_solarize_on_every_level():
+    """All 256 levels in each channel (shifted between channels), against PIL's solarize
+    (threshold 128); images not chosen are kept."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = np.stack([levels, np.roll(levels, 85), np.roll(levels, 170)], axis=-1)
+    expected = np.array(ImageOps.solarize(Image.fromarray(image)))
+    out = solarize(np.stack([image, image]), np.array([True, False]))
+    assert out.dtype == np.uint8 and np.array_equal(out[0], expected)
+    assert np.array_equal(out[1], image) and not np.array_equal(expected, image)
+    assert expected[7, 15, 0] == 127 and expected[8, 0, 0] == 127  # levels 127 and 128
+
+
+def test_finish_views_solarizes_after_grey_and_blur():
+    """moco-v3's order: grey, blur, then solarization (neither commutes with it)."""
+    images = random_images(4)
+    sigma, chosen = np.array([0.0, 1.5, 1.5, 0.0], np.float32), np.array([1, 1, 0, 0], bool)
+    out = finish_views(images, images, [[0, 0, 1]] * 4, (0, 0, 0), (1 / 255,) * 3, sigma, chosen)
+    expected = solarize(gaussian_blur(grey(images), sigma), chosen)
+    np.testing.assert_allclose(out, expected.transpose(0, 3, 1, 2), rtol=1e-6)
+    other = solarize(gaussian_blur(grey(solarize(images, chosen)), sigma), np.zeros(4, bool))
+    assert not np.array_equal(expected, other)

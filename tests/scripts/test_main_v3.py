@@ -89,6 +89,7 @@ def test_vit_tiny_trains_with_adamw_and_exports_to_mindir(data_root, tmp_path, c
         (["--method", "v3", "--moco-k", "32"], "--moco-k is not used by --method v3"),
         (["--method", "v3", "--bn-splits", "2"], "--bn-splits > 1 is shuffle BN"),
         (["--method", "v3", "--symmetric"], "--symmetric is not used by --method v3"),
+        (["--method", "v3", "--aug-plus"], "--aug-plus is not used by --method v3"),
         (["--method", "v3", "--optimizer", "sgd"], "--optimizer sgd is not one of"),
         (["--warmup-epochs", "2"], "--warmup-epochs is not used by --method v1"),
         (["--arch", "vit_tiny"], "--arch vit_tiny is a ViT: it trains with --method v3"),
