@@ -133,6 +133,64 @@ def step_torch(batch: int, part="step") -> Runner:
     return lambda n: timed(parts[part], n)
 
 
+# MoCo v3 as configs/cifar10_mocov3_{arch}.yaml: (optimizer, lr, wd); dim, mlp_dim, T.
+V3_RECIPES = {"resnet18": ("lars", 0.3, 1e-6), "vit_tiny": ("adamw", 1.5e-4, 0.1)}
+V3_DIM, V3_MLP_DIM, V3_T = 256, 4096, 0.2
+V3_VITS = {"vit_tiny": (192, 12, 3)}  # src.models.vit.VITS (importing it would load MindSpore)
+
+
+def v3_ours(batch: int, arch: str, mode: str = "graph") -> Runner:
+    """Our MoCo v3 step (``V3TrainStep``) as ``main.py --method v3`` builds it for ``arch``."""
+    from functools import partial
+
+    import mindspore as ms
+
+    from src.models import MoCoV3, create_encoder
+    from src.train.optimizer import create_v3_optimizer
+    from src.train.step import V3TrainStep
+    from src.utils.device import set_device
+
+    set_device("CPU", ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    encoder = partial(create_encoder, arch, V3_DIM, stop_grad_conv1=arch != "resnet18")
+    model = MoCoV3(encoder, V3_DIM, V3_MLP_DIM, V3_T)
+    name, lr, wd = V3_RECIPES[arch]
+    step = V3TrainStep(model, create_v3_optimizer(name, model.trainable_params(), lr, wd))
+    step.set_train(True)
+    (x1, x2), m = map(ms.Tensor, random_images(batch)), ms.Tensor(0.99, ms.float32)
+    return lambda n: timed(lambda: step(x1, x2, m)[0].asnumpy(), n)
+
+
+def v3_torch(batch: int, arch: str) -> Runner:
+    """The official v3 step (tests/equivalence/moco_v3_torch.py): forward, zero_grad, backward,
+    LARS or AdamW, as main_moco.py without its float16 autocast."""
+    from functools import partial
+
+    import torch
+
+    reference = torch_reference()
+    from equivalence import moco_v3_torch, vit_torch
+
+    if arch == "resnet18":
+        resnet = partial(reference.ModelBase, arch=arch, bn_splits=1)
+        encoder, builder = lambda num_classes: resnet(num_classes), moco_v3_torch.MoCo_ResNet
+    else:
+        encoder = partial(vit_torch.vit, 32, 4, *V3_VITS[arch], stop_grad_conv1=True)
+        builder = moco_v3_torch.MoCo_ViT
+    model = builder(encoder, V3_DIM, V3_MLP_DIM, V3_T)
+    name, lr, wd = V3_RECIPES[arch]
+    optimizer = moco_v3_torch.create_optimizer(name, model.train(), lr, wd)
+    im_1, im_2 = (torch.from_numpy(x) for x in random_images(batch))
+
+    def step() -> float:
+        loss = model(im_1, im_2, 0.99)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return lambda n: timed(step, n)
+
+
 def eval_ours(batch: int) -> Runner:
     """Feature extraction as the kNN monitor runs it: ``BackboneAndEmbedding`` in eval mode."""
     import mindspore as ms
@@ -257,7 +315,18 @@ def layer_shapes() -> list:
 
 TASKS = {
     task.__name__.replace("_", "-"): task
-    for task in (step_ours, step_torch, eval_ours, eval_torch, knn, pipeline, loop, conv)
+    for task in (
+        step_ours,
+        step_torch,
+        v3_ours,
+        v3_torch,
+        eval_ours,
+        eval_torch,
+        knn,
+        pipeline,
+        loop,
+        conv,
+    )
 }
 
 

@@ -78,6 +78,16 @@ class MoCo_ResNet(MoCo):
         self.predictor = self._build_mlp(2, dim, mlp_dim, dim, False)
 
 
+class MoCo_ViT(MoCo):
+    """The official ``MoCo_ViT``: a 3-layer projector as ``head``, a predictor with its last BN."""
+
+    def _build_projector_and_predictor_mlps(self, dim, mlp_dim):
+        hidden_dim = self.base_encoder.head.weight.shape[1]
+        self.base_encoder.head = self._build_mlp(3, hidden_dim, mlp_dim, dim)
+        self.momentum_encoder.head = self._build_mlp(3, hidden_dim, mlp_dim, dim)
+        self.predictor = self._build_mlp(2, dim, mlp_dim, dim)
+
+
 def concat_all_gather(tensor):
     """One process: the gathered keys are this process's."""
     return tensor
