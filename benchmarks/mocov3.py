@@ -10,13 +10,16 @@ import json
 
 from benchmarks import report
 from benchmarks.run import Config, build_rows, run_group
+from benchmarks.workers import VIT_PARTS
 
 ARCHS = {"resnet18": "ResNet-18", "vit_tiny": "ViT-Tiny"}
 PLANS = {"quick": ((32,), 2), "full": ((32, 64), 3)}  # batches, rounds (one step per round)
+PART_BATCH, PART_UNITS = 64, 5  # ViT-Tiny block parts: images, forward+backward passes per round
 
 
 def plan(batches) -> tuple[list[list[Config]], list[tuple]]:
-    """A group per (arch, batch): our graph step, our PyNative step (ViT) and PyTorch's."""
+    """A group per (arch, batch): our graph step, our PyNative step (ViT) and PyTorch's; one group
+    of the parts of a ViT-Tiny block, each ours (graph) and PyTorch's."""
     groups, rows = [], []
     for arch, name in ARCHS.items():
         for batch in batches:
@@ -31,6 +34,15 @@ def plan(batches) -> tuple[list[list[Config]], list[tuple]]:
                 rows.append(
                     (f"v3 {name} step: PyNative vs PyTorch", batch, "img/s", groups[-1][1], torch)
                 )
+    groups.append([])
+    for part in VIT_PARTS:
+        options = {"batch": PART_BATCH, "part": part}
+        ours, torch = (
+            Config(f"{part}-{side}", f"vit-part-{side}", options, PART_UNITS)
+            for side in ("ours", "torch")
+        )
+        groups[-1] += [ours, torch]
+        rows.append((f"ViT-Tiny {part} fwd+bwd (graph)", PART_BATCH, "s", ours, torch))
     return groups, rows
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -141,8 +142,6 @@ V3_VITS = {"vit_tiny": (192, 12, 3)}  # src.models.vit.VITS (importing it would 
 
 def v3_ours(batch: int, arch: str, mode: str = "graph") -> Runner:
     """Our MoCo v3 step (``V3TrainStep``) as ``main.py --method v3`` builds it for ``arch``."""
-    from functools import partial
-
     import mindspore as ms
 
     from src.models import MoCoV3, create_encoder
@@ -163,8 +162,6 @@ def v3_ours(batch: int, arch: str, mode: str = "graph") -> Runner:
 def v3_torch(batch: int, arch: str) -> Runner:
     """The official v3 step (tests/equivalence/moco_v3_torch.py): forward, zero_grad, backward,
     LARS or AdamW, as main_moco.py without its float16 autocast."""
-    from functools import partial
-
     import torch
 
     reference = torch_reference()
@@ -187,6 +184,63 @@ def v3_torch(batch: int, arch: str) -> Runner:
         loss.backward()
         optimizer.step()
         return loss.item()
+
+    return lambda n: timed(step, n)
+
+
+# Parts of a ViT-Tiny block (192 wide, 3 heads, 65 tokens): name -> input width.
+VIT_PARTS = {"block": 192, "attention": 192, "mlp": 192, "layernorm": 192, "gelu": 768}
+
+
+def _tokens(batch: int, width: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((batch, 65, width), np.float32)
+
+
+def vit_part_ours(batch: int, part: str) -> Runner:
+    """Forward and backward (input and weights) of a part of our ViT-Tiny block (graph mode)."""
+    import mindspore as ms
+
+    from src.models import vit
+    from src.utils.device import set_device
+
+    set_device("CPU", ms.GRAPH_MODE)
+    cells = {"block": lambda: vit.Block(192, 3), "attention": lambda: vit.Attention(192, 3)}
+    cells.update(mlp=lambda: vit.Mlp(192), layernorm=lambda: vit._layer_norm(192))
+
+    class Sum(ms.nn.Cell):  # the part's output summed
+        def __init__(self):
+            super().__init__()
+            self.part = cells.get(part, lambda: ms.nn.GELU(approximate=False))()
+
+        def construct(self, x):
+            return self.part(x).sum()
+
+    cell = Sum().set_train(True)
+    grad = ms.jit(ms.value_and_grad(cell, 0, cell.trainable_params() or None))
+    x = ms.Tensor(_tokens(batch, VIT_PARTS[part]))
+    return lambda n: timed(lambda: grad(x)[0].asnumpy(), n)
+
+
+def vit_part_torch(batch: int, part: str) -> Runner:
+    """The same part of the PyTorch twin (tests/equivalence/vit_torch.py), eager."""
+    import torch
+
+    torch_reference()
+    from equivalence import vit_torch
+
+    layer_norm = partial(torch.nn.LayerNorm, eps=1e-6)
+    cells = {"block": lambda: vit_torch.Block(192, 3, 4, True, layer_norm, torch.nn.GELU)}
+    cells.update(
+        attention=lambda: vit_torch.Attention(192, 3, True), layernorm=lambda: layer_norm(192)
+    )
+    cells.update(mlp=lambda: vit_torch.Mlp(192, 768), gelu=torch.nn.GELU)
+    cell, x = cells[part](), torch.from_numpy(_tokens(batch, VIT_PARTS[part])).requires_grad_()
+
+    def step() -> float:
+        cell.zero_grad()
+        x.grad = None
+        (out := cell(x).sum()).backward()
+        return out.item()
 
     return lambda n: timed(step, n)
 
@@ -319,6 +373,8 @@ TASKS = {
         step_ours,
         step_torch,
         v3_ours,
+        vit_part_ours,
+        vit_part_torch,
         v3_torch,
         eval_ours,
         eval_torch,
