@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import mindspore as ms
 import numpy as np
@@ -14,12 +15,18 @@ from src.eval import evaluate
 
 
 @pytest.fixture(scope="module")
-def knn_run(trained):
-    """infer.py as a user runs it: a new process, graph mode (the training config's)."""
+def knn_run(trained, tmp_path_factory):
+    """infer.py as a user runs it: a new process, graph mode (the training config's), on a copy
+    of ``trained``'s folder without feature caches (other modules write theirs there)."""
     data_root, checkpoint = trained
+    folder = tmp_path_factory.mktemp("knn") / "run"
+    shutil.copytree(
+        os.path.dirname(checkpoint), folder, ignore=shutil.ignore_patterns("features-*")
+    )
+    checkpoint = str(folder / "model_last.ckpt")
     args = ["--checkpoint", checkpoint, "--data-dir", data_root, "--batch_size", "16"]
     proc = run_main(args, timeout=900, script="infer.py")
-    return proc, os.path.join(os.path.dirname(checkpoint), "eval_knn.json")
+    return proc, str(folder / "eval_knn.json"), checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +37,7 @@ def pynative_afterwards():
 
 
 def test_knn_end_to_end(knn_run):
-    proc, json_path = knn_run
+    proc, json_path, _ = knn_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Features [bank]" in proc.stderr and "Traceback" not in proc.stderr
     assert "kNN (k=5, t=0.1) top-1" in proc.stdout and json_path in proc.stdout
@@ -46,9 +53,9 @@ def test_knn_end_to_end(knn_run):
     assert result["features_from_cache"] is False
 
 
-def test_second_evaluation_reads_the_feature_cache(knn_run, trained, tmp_path, monkeypatch):
-    assert knn_run[0].returncode == 0
-    data_root, checkpoint = trained
+def test_second_evaluation_reads_the_feature_cache(knn_run, data_root, tmp_path, monkeypatch):
+    proc, _, checkpoint = knn_run
+    assert proc.returncode == 0
     calls = []
     monkeypatch.setattr(evaluate, "extract_features", lambda *args, **kwargs: calls.append(args))
     output = tmp_path / "linear.json"
