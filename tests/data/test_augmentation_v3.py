@@ -6,9 +6,9 @@ import dataclasses
 import math
 import random
 
-import mindspore.dataset.vision as vision
 import numpy as np
 import pytest
+from data.colour_jitter import torchvision_jitter
 
 from src.data import DATASETS, ImageSplit, create_augmentation, create_train_dataset
 from src.data.loaders import view_blur, view_decisions, view_solarize
@@ -137,21 +137,6 @@ def saturation_factor(views: np.ndarray) -> np.ndarray:
     return chroma / (step / (GREY_B - GREY_A))
 
 
-def jitter_by_the_rule(rng: random.Random, image: np.ndarray, saturation: float) -> np.ndarray:
-    """torchvision's ColorJitter(0.4, 0.4, ``saturation``, 0.1) on MindSpore's kernels."""
-    low, high = [0.6, 0.6, 1 - saturation, -0.1], [1.4, 1.4, 1 + saturation, 0.1]
-    factors = [rng.uniform(a, b) for a, b in zip(low, high, strict=True)]
-    kernels = (
-        vision.AdjustBrightness,
-        vision.AdjustContrast,
-        vision.AdjustSaturation,
-        vision.AdjustHue,
-    )
-    for index in rng.sample(range(4), 4):
-        image = kernels[index](factors[index])(image)
-    return image
-
-
 def test_saturation_factor_is_v3s():
     """The factor read off the jittered, coloured, unsolarized views of 2,000 images against the
     same reading of 2,000 draws of the rule with saturation 0.2 (Kolmogorov-Smirnov)."""
@@ -162,7 +147,7 @@ def test_saturation_factor_is_v3s():
     readable &= ~view_solarize(4000, SEED, EPOCH, augmentation.solarize_prob)
     factors = np.concatenate([saturation_factor(views[v][readable[v::2]]) for v in (0, 1)])
     rng, image = random.Random(0), rows_image()
-    drawn = np.stack([jitter_by_the_rule(rng, image, SATURATION) for _ in range(2000)])
+    drawn = np.stack([torchvision_jitter(rng, image, SATURATION) for _ in range(2000)])
     reference = saturation_factor(drawn)
     distance, critical = ks_distance(factors, reference), ks_critical(len(factors), len(reference))
     low, high = np.percentile(factors, [0.5, 99.5])

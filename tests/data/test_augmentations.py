@@ -15,6 +15,7 @@ import random
 import mindspore.dataset.vision as vision
 import numpy as np
 import pytest
+from data.colour_jitter import torchvision_jitter
 
 from src.data import ImageSplit, create_augmentation, create_train_dataset, epoch_order
 from src.data.loaders import view_decisions
@@ -234,22 +235,6 @@ COLOUR = np.array([125, 105, 80], dtype=np.uint8)  # no channel clips, whatever 
 GREY_LEVEL = 150  # a grey image: brightness alone changes it
 
 
-def torchvision_jitter(rng: random.Random, image: np.ndarray) -> np.ndarray:
-    """torchvision's ``ColorJitter(0.4, 0.4, 0.4, 0.1)``: factors uniform in [0.6, 1.4] (hue in
-    [-0.1, 0.1]), adjustments in a uniformly random order, here MindSpore's kernels.
-    """
-    factors = [rng.uniform(0.6, 1.4) for _ in range(3)] + [rng.uniform(-0.1, 0.1)]
-    kernels = (
-        vision.AdjustBrightness,
-        vision.AdjustContrast,
-        vision.AdjustSaturation,
-        vision.AdjustHue,
-    )
-    for index in rng.sample(range(4), 4):
-        image = kernels[index](factors[index])(image)
-    return image[0, 0]
-
-
 def colour_features(colours: np.ndarray) -> dict:
     """For ``COLOUR`` jittered: chroma (max - min) over the original's, brightness * contrast *
     saturation (hue keeps max and min); the hue shift in turns (the other three keep hue).
@@ -281,9 +266,11 @@ def test_colour_jitter_is_independent_and_its_factors_follow_torchvision():
 
     rng = random.Random(0)
     small = np.full((2, 2, 3), COLOUR, dtype=np.uint8)
-    reference = colour_features(np.array([torchvision_jitter(rng, small) for _ in range(3000)]))
+    reference = colour_features(
+        np.array([torchvision_jitter(rng, small)[0, 0] for _ in range(3000)])
+    )
     small_grey = np.full((2, 2, 3), GREY_LEVEL, dtype=np.uint8)
-    levels = np.array([torchvision_jitter(rng, small_grey)[0] for _ in range(2000)])
+    levels = np.array([torchvision_jitter(rng, small_grey)[0, 0, 0] for _ in range(2000)])
     reference["grey level"] = levels[levels != GREY_LEVEL]  # as read: changed levels only
     readable = [j & ~g for j, g in zip(jitter, grey, strict=True)]
     features = [colour_features(c[r]) for c, r in zip(coloured, readable, strict=True)]
