@@ -134,10 +134,18 @@ def step_torch(batch: int, part="step") -> Runner:
     return lambda n: timed(parts[part], n)
 
 
-# MoCo v3 as configs/cifar10_mocov3_{arch}.yaml: (optimizer, lr, wd); dim, mlp_dim, T.
-V3_RECIPES = {"resnet18": ("lars", 0.3, 1e-6), "vit_tiny": ("adamw", 1.5e-4, 0.1)}
-V3_DIM, V3_MLP_DIM, V3_T = 256, 4096, 0.2
 V3_VITS = {"vit_tiny": (192, 12, 3)}  # src.models.vit.VITS (importing it would load MindSpore)
+
+
+def v3_recipe(arch: str) -> dict:
+    """The settings of configs/cifar10_mocov3_{arch}.yaml (the YAML, not src.config: a PyTorch
+    child must not load MindSpore)."""
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "configs", f"cifar10_mocov3_{arch}.yaml"), encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    return {key.replace("-", "_"): value for key, value in config.items()}
 
 
 def v3_ours(batch: int, arch: str, mode: str = "graph") -> Runner:
@@ -150,12 +158,13 @@ def v3_ours(batch: int, arch: str, mode: str = "graph") -> Runner:
     from src.utils.device import set_device
 
     set_device("CPU", ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    encoder = partial(create_encoder, arch, V3_DIM, stop_grad_conv1=arch != "resnet18")
-    model = MoCoV3(encoder, V3_DIM, V3_MLP_DIM, V3_T)
-    name, lr, wd = V3_RECIPES[arch]
-    step = V3TrainStep(model, create_v3_optimizer(name, model.trainable_params(), lr, wd))
-    step.set_train(True)
-    (x1, x2), m = map(ms.Tensor, random_images(batch)), ms.Tensor(0.99, ms.float32)
+    r = v3_recipe(arch)
+    stop_grad_conv1 = r.get("stop_grad_conv1", False)
+    encoder = partial(create_encoder, arch, r["moco_dim"], stop_grad_conv1=stop_grad_conv1)
+    model = MoCoV3(encoder, r["moco_dim"], r["moco_mlp_dim"], r["moco_t"])
+    optimizer = create_v3_optimizer(r["optimizer"], model.trainable_params(), r["lr"], r["wd"])
+    step = V3TrainStep(model, optimizer).set_train(True)
+    (x1, x2), m = map(ms.Tensor, random_images(batch)), ms.Tensor(r["moco_m"], ms.float32)
     return lambda n: timed(lambda: step(x1, x2, m)[0].asnumpy(), n)
 
 
@@ -167,19 +176,20 @@ def v3_torch(batch: int, arch: str) -> Runner:
     reference = torch_reference()
     from equivalence import moco_v3_torch, vit_torch
 
+    r = v3_recipe(arch)
     if arch == "resnet18":
         resnet = partial(reference.ModelBase, arch=arch, bn_splits=1)
         encoder, builder = lambda num_classes: resnet(num_classes), moco_v3_torch.MoCo_ResNet
     else:
-        encoder = partial(vit_torch.vit, 32, 4, *V3_VITS[arch], stop_grad_conv1=True)
+        stop_grad_conv1 = r.get("stop_grad_conv1", False)
+        encoder = partial(vit_torch.vit, 32, 4, *V3_VITS[arch], stop_grad_conv1=stop_grad_conv1)
         builder = moco_v3_torch.MoCo_ViT
-    model = builder(encoder, V3_DIM, V3_MLP_DIM, V3_T)
-    name, lr, wd = V3_RECIPES[arch]
-    optimizer = moco_v3_torch.create_optimizer(name, model.train(), lr, wd)
+    model = builder(encoder, r["moco_dim"], r["moco_mlp_dim"], r["moco_t"])
+    optimizer = moco_v3_torch.create_optimizer(r["optimizer"], model.train(), r["lr"], r["wd"])
     im_1, im_2 = (torch.from_numpy(x) for x in random_images(batch))
 
     def step() -> float:
-        loss = model(im_1, im_2, 0.99)
+        loss = model(im_1, im_2, r["moco_m"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
